@@ -1,0 +1,186 @@
+"""Settings shared by every environment.
+
+The defaults serve the embedded setup (`make run`): SQLite, Celery's filesystem
+broker and media under ``var/``. Every value that differs in production is read
+from the environment here, typed, in one place.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+SECRET_KEY = env("SECRET_KEY", default="embedded-dev-only-not-secret")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "django_celery_beat",
+    "studies",
+    "training",
+    "inference",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["ATOMIC_REQUESTS"] = False
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Web, worker and beat share one file: wait on locks instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+MEDIA_URL = "/media/"
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "studies:list"
+LOGOUT_REDIRECT_URL = "login"
+
+# Uploads: the limit is checked by the API before anything is written.
+MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=30 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 25,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.exceptions.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "CXR study platform API",
+    "DESCRIPTION": "Chest X-ray studies, model predictions, reviews, curated datasets and "
+    "training. Research use only: nothing here is a diagnostic device.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery. Embedded default: the filesystem transport under var/broker, no server needed.
+BROKER_DIR = VAR_DIR / "broker"
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "store_processed": False,
+    }
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "inference"
+CELERY_TASK_ROUTES = {
+    "inference.*": {"queue": "inference"},
+    "training.*": {"queue": "training"},
+}
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE
+
+# Model and training.
+CLASS_NAMES = ["covid", "normal", "pneumonia"]
+TRAINING = {
+    # A small fast CNN by default; "vgg16" is the tutorial's VGG16 with its head.
+    "BACKBONE": env("TRAINING_BACKBONE", default="small_cnn"),
+    # "none", "imagenet" (needs network access) or a path to a local weights file.
+    "WEIGHTS": env("TRAINING_WEIGHTS", default="none"),
+    "INPUT_SIZE": env.int("TRAINING_INPUT_SIZE", default=128),
+    "EPOCHS": env.int("TRAINING_EPOCHS", default=30),
+    "BATCH_SIZE": env.int("TRAINING_BATCH_SIZE", default=16),
+    "LEARNING_RATE": env.float("TRAINING_LEARNING_RATE", default=1e-3),
+    "PATIENCE": env.int("TRAINING_PATIENCE", default=6),
+    "SEED": env.int("TRAINING_SEED", default=1337),
+    # Patient-level split fractions; a patient keeps its split forever once assigned.
+    "VAL_FRACTION": env.float("TRAINING_VAL_FRACTION", default=0.15),
+    "TEST_FRACTION": env.float("TRAINING_TEST_FRACTION", default=0.2),
+    "BOOTSTRAP_ROUNDS": env.int("TRAINING_BOOTSTRAP_ROUNDS", default=500),
+}
+# Scheduled retraining starts only when this many newly reviewed studies exist.
+RETRAIN_MIN_NEW_REVIEWS = env.int("RETRAIN_MIN_NEW_REVIEWS", default=20)
+PROMOTION = {
+    "PRIMARY_METRIC": env("PROMOTION_PRIMARY_METRIC", default="macro_auc"),
+    # Differences smaller than this count as a tie, broken by COVID sensitivity at 95% specificity.
+    "TIE_MARGIN": env.float("PROMOTION_TIE_MARGIN", default=0.005),
+    # A candidate may not lose more COVID sensitivity than this.
+    "COVID_SENSITIVITY_TOLERANCE": env.float("PROMOTION_COVID_SENSITIVITY_TOLERANCE", default=0.02),
+}
+# A study left queued this long is dispatched again by the beat job.
+REQUEUE_AFTER_SECONDS = env.int("REQUEUE_AFTER_SECONDS", default=300)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,77 @@
+"""Celery tasks of the inference queue: fetch rows, call services, decide on retries."""
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+
+@shared_task(
+    name="inference.study_predict",
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=5,
+)
+def study_predict_task(self, study_id: int) -> str:
+    """Predict one study with the active model. Idempotent: a redelivery finds the prediction."""
+    from inference.preprocessing import ImageDecodeError
+    from inference.services import load_model, predict_image
+    from studies.models import Prediction, Study
+    from studies.services import (
+        prediction_record,
+        study_mark_failed,
+        study_mark_predicted,
+        study_mark_processing,
+    )
+    from training.selectors import model_version_get_active
+
+    study = Study.objects.filter(pk=study_id).first()
+    if study is None:
+        return "missing"
+    model_version = model_version_get_active()
+    if model_version is None:
+        study_mark_failed(study=study, reason="No active model is registered; train or import one first.")
+        return "failed"
+    if Prediction.objects.filter(study=study, model_version=model_version).exists():
+        study_mark_predicted(study=study)
+        return "done"
+    study_mark_processing(study=study)
+    try:
+        loaded = load_model(
+            model_version.artifact.path,
+            key=f"{model_version.pk}:{model_version.name}",
+            class_names=model_version.class_names,
+            input_size=model_version.input_size,
+            temperature=float(model_version.metrics.get("temperature", 1.0)),
+        )
+        result = predict_image(study.image.path, loaded)
+    except ImageDecodeError as exc:
+        study_mark_failed(study=study, reason=str(exc))
+        return "failed"
+    except Exception as exc:  # not transient: the model or the file is broken; store why
+        logger.exception("Prediction failed for study %s", study_id)
+        study_mark_failed(study=study, reason=f"{type(exc).__name__}: {exc}")
+        return "failed"
+    prediction_record(
+        study=study,
+        model_version_id=model_version.id,
+        probabilities=result.probabilities,
+        inference_ms=result.inference_ms,
+        heatmap_png=result.heatmap_png,
+    )
+    return "done"
+
+
+@shared_task(name="inference.requeue_stale_studies")
+def requeue_stale_studies_task() -> int:
+    """Beat job: the row, not the broker, holds the state; re-dispatch studies left queued."""
+    from studies.services import studies_requeue_stale
+
+    return studies_requeue_stale(older_than_seconds=settings.REQUEUE_AFTER_SECONDS)

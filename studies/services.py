@@ -1,0 +1,208 @@
+"""State changes for studies, predictions and reviews."""
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from functools import partial
+from typing import IO
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from inference.preprocessing import ImageDecodeError, load_grayscale
+from inference.tasks import study_predict_task
+from studies.models import Label, Patient, Prediction, Review, Study
+
+
+@dataclass(frozen=True)
+class CheckedImage:
+    """An upload that decoded as an X-ray: its bytes, hash, size and file suffix."""
+
+    data: bytes
+    sha256: str
+    width: int
+    height: int
+    suffix: str
+
+
+def image_check(*, file: IO[bytes]) -> CheckedImage:
+    """Decode an upload fully before anything is written; ValidationError says what is wrong."""
+    data = file.read()
+    try:
+        gray = load_grayscale(data)
+    except ImageDecodeError as exc:
+        raise ValidationError({"image": str(exc)}) from exc
+    return CheckedImage(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        width=gray.shape[1],
+        height=gray.shape[0],
+        suffix=_suffix_for(data),
+    )
+
+
+def _suffix_for(data: bytes) -> str:
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpg"
+    return "dcm"
+
+
+def patient_get_or_create(*, ref: str = "") -> Patient:
+    """A pseudonymous patient; a study without a reference is its own patient."""
+    ref = ref.strip() or f"anon:{uuid.uuid4().hex}"
+    patient, _ = Patient.objects.get_or_create(ref=ref)
+    return patient
+
+
+def _study_save(*, checked: CheckedImage, study: Study) -> Study:
+    study.sha256 = checked.sha256
+    study.width, study.height = checked.width, checked.height
+    study.image.save(f"upload.{checked.suffix}", ContentFile(checked.data), save=False)
+    try:
+        study.full_clean()
+        study.save()
+    except Exception:
+        study.image.delete(save=False)  # a rejected study leaves no file behind
+        raise
+    return study
+
+
+@transaction.atomic
+def study_create(
+    *,
+    checked: CheckedImage,
+    uploaded_by: AbstractBaseUser | None,
+    patient_ref: str = "",
+    view: str = "",
+    source: str = "",
+    notes: str = "",
+) -> Study:
+    """Store an upload and dispatch its prediction once the row is committed."""
+    study = Study(
+        patient=patient_get_or_create(ref=patient_ref),
+        view=view.strip(),
+        source=source.strip(),
+        notes=notes,
+        uploaded_by=uploaded_by,
+        status=Study.Status.QUEUED,
+    )
+    _study_save(checked=checked, study=study)
+    transaction.on_commit(partial(study_predict_task.delay, study.id))
+    return study
+
+
+@transaction.atomic
+def study_import(
+    *,
+    checked: CheckedImage,
+    label: str,
+    reviewer: AbstractBaseUser,
+    patient_ref: str = "",
+    view: str = "",
+    source: str = "",
+) -> tuple[Study, bool]:
+    """Import a labelled image as a reviewed study; idempotent by content hash."""
+    if label not in Label.values:
+        raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
+    existing = Study.objects.filter(sha256=checked.sha256).first()
+    if existing is not None:
+        return existing, False
+    study = Study(
+        patient=patient_get_or_create(ref=patient_ref),
+        view=view.strip(),
+        source=source.strip(),
+        status=Study.Status.IMPORTED,
+    )
+    _study_save(checked=checked, study=study)
+    Review.objects.create(study=study, reviewer=reviewer, label=label, comment="Imported dataset label.")
+    return study, True
+
+
+def study_mark_processing(*, study: Study) -> Study:
+    study.status = Study.Status.PROCESSING
+    study.error = ""
+    study.save(update_fields=["status", "error", "status_changed_at"])
+    return study
+
+
+def study_mark_failed(*, study: Study, reason: str) -> Study:
+    study.status = Study.Status.FAILED
+    study.error = reason[:2000]
+    study.save(update_fields=["status", "error", "status_changed_at"])
+    return study
+
+
+@transaction.atomic
+def study_requeue(*, study: Study) -> Study:
+    """Send a study for prediction again (after a failure, or a lost message)."""
+    study.status = Study.Status.QUEUED
+    study.error = ""
+    study.save(update_fields=["status", "error", "status_changed_at"])
+    transaction.on_commit(partial(study_predict_task.delay, study.id))
+    return study
+
+
+@transaction.atomic
+def prediction_record(
+    *,
+    study: Study,
+    model_version_id: int,
+    probabilities: dict[str, float],
+    inference_ms: float,
+    heatmap_png: bytes | None = None,
+) -> Prediction:
+    """Store a model's output for a study and mark it predicted; once per model version."""
+    existing = Prediction.objects.filter(study=study, model_version_id=model_version_id).first()
+    if existing is None:
+        label = max(probabilities, key=probabilities.__getitem__)
+        prediction = Prediction(
+            study=study,
+            model_version_id=model_version_id,
+            probabilities=probabilities,
+            label=label,
+            confidence=probabilities[label],
+            inference_ms=inference_ms,
+        )
+        if heatmap_png:
+            prediction.heatmap.save(f"{study.sha256}-{model_version_id}.png", ContentFile(heatmap_png), save=False)
+        prediction.full_clean(exclude=["heatmap"])
+        prediction.save()
+        existing = prediction
+    study_mark_predicted(study=study)
+    return existing
+
+
+def study_mark_predicted(*, study: Study) -> Study:
+    study.status = Study.Status.PREDICTED
+    study.error = ""
+    study.save(update_fields=["status", "error", "status_changed_at"])
+    return study
+
+
+@transaction.atomic
+def review_submit(*, study: Study, reviewer: AbstractBaseUser, label: str, comment: str = "") -> Review:
+    """A reviewer confirms or corrects a prediction; the latest review is the study's label."""
+    if label not in Label.values:
+        raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
+    if not study.predictions.exists():
+        raise ValidationError({"study": "This study has no prediction yet; it can be reviewed once predicted."})
+    review = Review(study=study, reviewer=reviewer, label=label, comment=comment.strip())
+    review.full_clean()
+    review.save()
+    return review
+
+
+def studies_requeue_stale(*, older_than_seconds: int) -> int:
+    """Dispatch again the studies whose message was lost: still queued after a while."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_seconds)
+    stale = Study.objects.filter(status=Study.Status.QUEUED, status_changed_at__lt=cutoff)
+    count = 0
+    for study in stale.iterator():
+        study_requeue(study=study)
+        count += 1
+    return count

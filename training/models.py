@@ -1,0 +1,124 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class DatasetSnapshot(models.Model):
+    """An immutable list of (study, label, split) with a content hash."""
+
+    content_hash = models.CharField(max_length=64, db_index=True)
+    counts = models.JSONField(default=dict, help_text="Counts by split, class and source.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The latest review included: retraining is due when enough reviews come after it.
+    last_review_id = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Snapshot {self.pk} ({self.content_hash[:10]})"
+
+
+class SnapshotItem(models.Model):
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="items")
+    study = models.ForeignKey("studies.Study", on_delete=models.PROTECT, related_name="+")
+    label = models.CharField(max_length=16)
+    split = models.CharField(max_length=8)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["snapshot", "study"], name="unique_study_per_snapshot")]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}: {self.label} ({self.split})"
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        ACTIVE = "active", "Active"
+        RETIRED = "retired", "Retired"
+
+    name = models.CharField(max_length=100, unique=True)
+    artifact = models.FileField(upload_to="models/")
+    architecture = models.CharField(max_length=50)
+    class_names = models.JSONField()
+    input_size = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)
+    hyperparameters = models.JSONField(default=dict, blank=True, help_text="Training settings used.")
+    model_card = models.TextField(blank=True)
+    is_active = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    gate_decision = models.TextField(blank=True, help_text="Why the promotion gate accepted or refused it.")
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.SET_NULL, null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelActivation(models.Model):
+    """Every change of the active model: who, when, why."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="activations")
+    previous = models.ForeignKey(ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    activated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model_version} activated {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    epoch = models.PositiveIntegerField(default=0)
+    epochs = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    history = models.JSONField(default=dict, blank=True, help_text="Per-epoch training curves.")
+    plots = models.JSONField(default=dict, blank=True, help_text="Plot name → media path.")
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.SET_NULL, null=True, blank=True)
+    model_version = models.OneToOneField(
+        ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="training_run"
+    )
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    trigger = models.CharField(max_length=32, default="manual", help_text="manual, api, admin, schedule")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # The lock that keeps runs from overlapping, enforced by the database.
+            models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_training_run"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Training run {self.pk} ({self.status})"
