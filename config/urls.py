@@ -1,6 +1,45 @@
 from django.contrib import admin
-from django.urls import path
+from django.http import JsonResponse
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from studies import apis as study_apis
+from training import apis as training_apis
+
+
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+api_patterns = [
+    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path("studies/", study_apis.StudyListCreateApi.as_view(), name="study-list"),
+    path("studies/<int:pk>/", study_apis.StudyDetailApi.as_view(), name="study-detail"),
+    path("studies/<int:pk>/image/", study_apis.StudyImageApi.as_view(), name="study-image"),
+    path("studies/<int:pk>/heatmap/", study_apis.StudyHeatmapApi.as_view(), name="study-heatmap"),
+    path("studies/<int:pk>/reviews/", study_apis.ReviewCreateApi.as_view(), name="study-review-create"),
+    path("models/", training_apis.ModelVersionListApi.as_view(), name="model-list"),
+    path("models/active/", training_apis.ModelVersionActiveApi.as_view(), name="model-active"),
+    path("models/<int:pk>/", training_apis.ModelVersionDetailApi.as_view(), name="model-detail"),
+    path("models/<int:pk>/promote/", training_apis.ModelVersionPromoteApi.as_view(), name="model-promote"),
+    path("training-runs/", training_apis.TrainingRunListCreateApi.as_view(), name="training-run-list"),
+    path("training-runs/<int:pk>/", training_apis.TrainingRunDetailApi.as_view(), name="training-run-detail"),
+    path(
+        "training-runs/<int:pk>/plots/<str:name>/", training_apis.TrainingRunPlotApi.as_view(), name="training-run-plot"
+    ),
+    path("datasets/", training_apis.DatasetSnapshotListApi.as_view(), name="dataset-list"),
+    path("datasets/<int:pk>/", training_apis.DatasetSnapshotDetailApi.as_view(), name="dataset-detail"),
+    path("datasets/<int:pk>/export/", training_apis.DatasetSnapshotExportApi.as_view(), name="dataset-export"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+]
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/", include((api_patterns, "api"))),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("healthz/", healthz, name="healthz"),
+    path("", include("training.urls")),
+    path("", include("studies.urls")),
 ]

@@ -92,7 +92,7 @@ def gradcam(loaded: LoadedModel, array: np.ndarray, class_index: int) -> np.ndar
         conv_layer = loaded.model.get_layer(LAST_CONV_LAYER)
     except ValueError:
         return None
-    grad_model = keras.Model(loaded.model.inputs, [conv_layer.output, loaded.model.output])
+    grad_model = keras.Model(loaded.model.input, [conv_layer.output, loaded.model.output])
     inputs = tf.convert_to_tensor(array[None])
     with tf.GradientTape() as tape:
         conv_out, preds = grad_model(inputs, training=False)

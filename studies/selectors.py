@@ -2,6 +2,7 @@
 
 import django_filters
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
@@ -18,7 +19,7 @@ def user_can_upload(user: AbstractBaseUser) -> bool:
     )
 
 
-def _annotated(queryset: QuerySet[Study]) -> QuerySet[Study]:
+def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
     latest_review = Review.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id")
     latest_prediction = Prediction.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id")
     return (
@@ -41,7 +42,7 @@ def study_visible_queryset(*, user: AbstractBaseUser) -> QuerySet[Study]:
     queryset = Study.objects.all()
     if not user_is_reviewer(user):
         queryset = queryset.filter(uploaded_by=user)
-    return _annotated(queryset)
+    return study_annotate(queryset)
 
 
 class StudyFilter(django_filters.FilterSet):
@@ -59,8 +60,10 @@ class StudyFilter(django_filters.FilterSet):
 
 
 def study_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Study]:
-    queryset = study_visible_queryset(user=user)
-    return StudyFilter(filters or {}, queryset=queryset).qs
+    filterset = StudyFilter(filters or {}, queryset=study_visible_queryset(user=user))
+    if not filterset.is_valid():
+        raise ValidationError({field: list(errors) for field, errors in filterset.errors.items()})
+    return filterset.qs
 
 
 def study_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:

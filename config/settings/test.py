@@ -39,3 +39,4 @@ TRAINING = {
 # Tasks run inline unless a test starts a real worker (tests/test_worker.py).
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
+STATIC_ROOT = tempfile.mkdtemp(prefix="cxr-test-static-")

@@ -1,0 +1,17 @@
+from rest_framework.permissions import BasePermission
+
+from studies.selectors import user_can_upload, user_is_reviewer
+
+
+class IsReviewer(BasePermission):
+    message = "Only reviewers (or staff) may review studies."
+
+    def has_permission(self, request, view) -> bool:
+        return user_is_reviewer(request.user)
+
+
+class CanUpload(BasePermission):
+    message = "Only uploaders, reviewers or staff may upload studies."
+
+    def has_permission(self, request, view) -> bool:
+        return request.method not in ("POST",) or user_can_upload(request.user)

@@ -1,0 +1,97 @@
+"""factory_boy factories. Studies carry real (generated) PNG files."""
+
+import hashlib
+
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.files.base import ContentFile
+
+from studies.models import Label, Patient, Prediction, Review, Study
+from tests.images import png_bytes
+from training.models import ModelVersion
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "pass-word-123")
+
+    @factory.post_generation
+    def groups(self, create: bool, extracted: list[str] | None, **kwargs) -> None:
+        for name in extracted or []:
+            self.groups.add(Group.objects.get(name=name))
+        if create:
+            self.save()
+
+
+def reviewer(**kwargs) -> object:
+    return UserFactory(groups=["reviewer"], **kwargs)
+
+
+def uploader(**kwargs) -> object:
+    return UserFactory(groups=["uploader"], **kwargs)
+
+
+class PatientFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Patient
+
+    ref = factory.Sequence(lambda n: f"test:{n}")
+
+
+class StudyFactory(factory.django.DjangoModelFactory):
+    """A study with a real PNG; pass ``label`` to draw that class into the image."""
+
+    class Meta:
+        model = Study
+        exclude = ("data", "label", "seed")
+
+    label = "normal"
+    seed = factory.Sequence(lambda n: n)
+    data = factory.LazyAttribute(lambda o: png_bytes(label=o.label, seed=o.seed))
+    patient = factory.SubFactory(PatientFactory)
+    sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(o.data).hexdigest())
+    image = factory.LazyAttribute(lambda o: ContentFile(o.data, name="upload.png"))
+    width = 96
+    height = 96
+    source = "test-site"
+    status = Study.Status.QUEUED
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    """Pass ``artifact`` (a django File) of a real model when prediction matters."""
+
+    class Meta:
+        model = ModelVersion
+
+    name = factory.Sequence(lambda n: f"model-{n}")
+    artifact = factory.LazyFunction(lambda: ContentFile(b"not a model", name="model.keras"))
+    architecture = "small_cnn"
+    class_names = factory.LazyFunction(lambda: list(Label.values))
+    input_size = 32
+
+
+class PredictionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Prediction
+
+    study = factory.SubFactory(StudyFactory, status=Study.Status.PREDICTED)
+    model_version = factory.SubFactory(ModelVersionFactory)
+    probabilities = factory.LazyFunction(lambda: {"covid": 0.7, "normal": 0.2, "pneumonia": 0.1})
+    label = "covid"
+    confidence = 0.7
+    inference_ms = 12.5
+
+
+class ReviewFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Review
+
+    study = factory.SubFactory(StudyFactory)
+    reviewer = factory.LazyFunction(reviewer)
+    label = "normal"

@@ -1,0 +1,34 @@
+"""Images generated for tests: small, deterministic, and (when asked) learnable."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def xray_array(*, size: int = 96, label: str = "normal", seed: int = 0) -> np.ndarray:
+    """A grayscale 'chest' whose class is drawn into it, so a tiny model can learn it:
+    covid = bright blob on the left, pneumonia = bright blob on the right, normal = none."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    body = 90 + 60 * np.exp(-(((xx - 0.5) / 0.35) ** 2 + ((yy - 0.5) / 0.45) ** 2))
+    if label != "normal":
+        cx = 0.3 if label == "covid" else 0.7
+        body += 110 * np.exp(-(((xx - cx) / 0.12) ** 2 + ((yy - 0.5) / 0.15) ** 2))
+    noisy = body + rng.normal(0, 12, size=(size, size))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def png_bytes(*, size: int = 96, label: str = "normal", seed: int = 0, mode: str = "L") -> bytes:
+    image = Image.fromarray(xray_array(size=size, label=label, seed=seed))
+    if mode != "L":
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(*, size: int = 96, label: str = "normal", seed: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(xray_array(size=size, label=label, seed=seed)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()

@@ -1,0 +1,161 @@
+"""Uploading studies through the REST API."""
+
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from studies.models import Patient, Prediction, Study
+from tests.images import jpeg_bytes, png_bytes
+
+URL = "/api/studies/"
+
+
+def _files(media_root: Path) -> list[Path]:
+    return [p for p in media_root.rglob("*") if p.is_file()] if media_root.exists() else []
+
+
+def _upload(client, data: bytes, name: str = "cxr.png", **fields):
+    return client.post(URL, {"image": SimpleUploadedFile(name, data), **fields}, format="multipart")
+
+
+@pytest.mark.django_db
+def test_token_endpoint_returns_a_token_that_authenticates(api_client, uploader_user):
+    response = api_client.post("/api/auth/token/", {"username": uploader_user.username, "password": "pass-word-123"})
+    assert response.status_code == 200
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert api_client.get(URL).status_code == 200
+
+
+@pytest.mark.django_db
+def test_token_endpoint_rejects_wrong_password_with_400(api_client, uploader_user):
+    response = api_client.post("/api/auth/token/", {"username": uploader_user.username, "password": "nope"})
+    assert response.status_code == 400
+
+
+@pytest.mark.django_db
+def test_anonymous_upload_is_refused_with_401(api_client):
+    assert _upload(api_client, png_bytes()).status_code == 401
+
+
+@pytest.mark.django_db
+def test_png_upload_returns_201_and_the_prediction_arrives(
+    api_client, uploader_user, active_model, django_capture_on_commit_callbacks
+):
+    api_client.force_authenticate(uploader_user)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = _upload(api_client, png_bytes(), patient_ref="P-001", view="PA", source="site-a")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["status"] == "queued" and body["prediction"] is None
+    assert body["image_url"].endswith(f"/api/studies/{body['id']}/image/")
+    assert len(callbacks) == 1  # dispatched once, after commit
+
+    detail = api_client.get(f"{URL}{body['id']}/").json()
+    assert detail["status"] == "predicted"
+    prediction = detail["prediction"]
+    assert set(prediction["probabilities"]) == {"covid", "normal", "pneumonia"}
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert prediction["label"] == max(prediction["probabilities"], key=prediction["probabilities"].get)
+    assert prediction["model_version"] == active_model.name
+    assert detail["patient_ref"] == "P-001" and detail["source"] == "site-a"
+    assert detail["final_label"] is None and detail["reviews"] == []
+
+
+@pytest.mark.django_db
+def test_jpeg_upload_is_accepted_and_image_is_served_to_its_uploader(api_client, uploader_user, active_model):
+    api_client.force_authenticate(uploader_user)
+    data = jpeg_bytes()
+    response = _upload(api_client, data, name="x.jpg")
+    assert response.status_code == 201
+    image = api_client.get(f"{URL}{response.json()['id']}/image/")
+    assert image.status_code == 200
+    assert b"".join(image.streaming_content) == data
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("data", "name", "message"),
+    [
+        (b"%PDF-1.4 definitely not an image", "report.pdf", "Not a readable PNG or JPEG image"),
+        (png_bytes()[:200], "truncated.png", "Not a readable PNG or JPEG image"),
+        (jpeg_bytes()[:300], "truncated.jpg", "Not a readable PNG or JPEG image"),
+        (b"", "empty.png", "empty"),
+        (png_bytes(size=32), "tiny.png", "too small"),
+    ],
+    ids=["pdf", "truncated-png", "truncated-jpeg", "empty", "too-small"],
+)
+def test_bad_image_returns_400_naming_the_field_and_stores_nothing(
+    api_client, uploader_user, media_root, data, name, message
+):
+    api_client.force_authenticate(uploader_user)
+    response = _upload(api_client, data, name=name)
+    assert response.status_code == 400
+    assert message.lower() in " ".join(response.json()["image"]).lower()
+    assert Study.objects.count() == 0 and Patient.objects.count() == 0
+    assert _files(media_root) == []
+
+
+@pytest.mark.django_db
+def test_upload_over_the_size_limit_returns_400_and_stores_nothing(api_client, uploader_user, media_root, settings):
+    settings.MAX_UPLOAD_BYTES = 1000
+    api_client.force_authenticate(uploader_user)
+    response = _upload(api_client, png_bytes(size=256))
+    assert response.status_code == 400
+    assert "limit" in response.json()["image"][0]
+    assert Study.objects.count() == 0 and _files(media_root) == []
+
+
+@pytest.mark.django_db
+def test_upload_with_the_file_under_another_field_name_returns_400(api_client, uploader_user):
+    api_client.force_authenticate(uploader_user)
+    response = api_client.post(URL, {"file": SimpleUploadedFile("x.png", png_bytes())}, format="multipart")
+    assert response.status_code == 400
+    assert "Unknown field(s): file" in response.json()["non_field_errors"][0]
+    assert Study.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_upload_without_image_returns_400(api_client, uploader_user):
+    api_client.force_authenticate(uploader_user)
+    response = api_client.post(URL, {"notes": "forgot the file"}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["image"] == ["No file was submitted."]
+
+
+@pytest.mark.django_db
+def test_user_without_a_role_cannot_upload(api_client):
+    from tests.factories import UserFactory
+
+    api_client.force_authenticate(UserFactory())
+    assert _upload(api_client, png_bytes()).status_code == 403
+    assert Study.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_sixteen_bit_png_upload_is_accepted(api_client, uploader_user, active_model):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = (np.linspace(0, 4095, 128 * 128).reshape(128, 128)).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    api_client.force_authenticate(uploader_user)
+    response = _upload(api_client, buffer.getvalue())
+    assert response.status_code == 201
+    assert Study.objects.get().width == 128
+
+
+@pytest.mark.django_db
+def test_without_an_active_model_the_study_fails_with_the_reason(
+    api_client, uploader_user, django_capture_on_commit_callbacks
+):
+    api_client.force_authenticate(uploader_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        study_id = _upload(api_client, png_bytes()).json()["id"]
+    body = api_client.get(f"{URL}{study_id}/").json()
+    assert body["status"] == "failed"
+    assert "No active model" in body["error"]
+    assert Prediction.objects.count() == 0

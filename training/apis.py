@@ -1,0 +1,188 @@
+"""REST API for model versions, training runs and curated dataset snapshots."""
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import IsAdminUser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from training.architectures import BACKBONES
+from training.models import DatasetSnapshot, ModelVersion, TrainingRun
+from training.selectors import model_version_get_active, model_version_list, snapshot_list, training_run_list
+from training.services import model_version_promote, snapshot_export_zip, training_run_create
+
+PLOT_NAMES = ("training_curves", "confusion_matrix", "roc", "reliability")
+
+
+def _paginated(request: Request, view: APIView, queryset, serializer_class) -> Response:
+    paginator = PageNumberPagination()
+    page = paginator.paginate_queryset(queryset, request, view=view)
+    return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+class ModelVersionOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    architecture = serializers.CharField()
+    class_names = serializers.ListField(child=serializers.CharField())
+    input_size = serializers.IntegerField()
+    is_active = serializers.BooleanField()
+    status = serializers.CharField()
+    gate_decision = serializers.CharField()
+    metrics = serializers.JSONField()
+    hyperparameters = serializers.JSONField()
+    snapshot = serializers.IntegerField(source="snapshot_id", allow_null=True)
+    model_card = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ModelVersionListApi(APIView):
+    @extend_schema(responses=ModelVersionOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginated(request, self, model_version_list(), ModelVersionOutputSerializer)
+
+
+class ModelVersionActiveApi(APIView):
+    @extend_schema(responses=ModelVersionOutputSerializer)
+    def get(self, request: Request) -> Response:
+        version = model_version_get_active()
+        if version is None:
+            raise Http404("No model is active yet.")
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelVersionDetailApi(APIView):
+    @extend_schema(responses=ModelVersionOutputSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(ModelVersionOutputSerializer(get_object_or_404(ModelVersion, pk=pk)).data)
+
+
+class ModelVersionPromoteApi(APIView):
+    """Staff: make this version active by hand (promote a candidate or roll back)."""
+
+    permission_classes = [IsAdminUser]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ModelPromoteInput"
+
+        reason = serializers.CharField(max_length=2000, help_text="Why; kept in the activation log.")
+
+    @extend_schema(request=InputSerializer, responses=ModelVersionOutputSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        version = model_version_promote(
+            model_version=get_object_or_404(ModelVersion, pk=pk),
+            user=request.user,
+            reason=f"Manual activation by {request.user.get_username()}: {serializer.validated_data['reason']}",
+        )
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class TrainingRunOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    epoch = serializers.IntegerField()
+    epochs = serializers.IntegerField()
+    metrics = serializers.JSONField()
+    history = serializers.JSONField()
+    hyperparameters = serializers.JSONField()
+    plots = serializers.SerializerMethodField()
+    model_version = serializers.CharField(source="model_version.name", default=None)
+    model_version_id = serializers.IntegerField(allow_null=True)
+    snapshot = serializers.IntegerField(source="snapshot_id", allow_null=True)
+    trigger = serializers.CharField()
+    error = serializers.CharField()
+    log = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+
+    def get_plots(self, run: TrainingRun) -> list[str]:
+        return sorted(run.plots)
+
+
+class TrainingRunListCreateApi(APIView):
+    """GET: training runs. POST (staff): start a run now; 202, it runs on the training queue."""
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "TrainingRunInput"
+
+        backbone = serializers.ChoiceField(choices=BACKBONES, required=False)
+        weights = serializers.CharField(required=False, help_text="none, imagenet or a local weights path")
+        epochs = serializers.IntegerField(required=False, min_value=1, max_value=500)
+        input_size = serializers.IntegerField(required=False, min_value=32, max_value=512)
+        batch_size = serializers.IntegerField(required=False, min_value=1, max_value=256)
+        learning_rate = serializers.FloatField(required=False, min_value=1e-6, max_value=1.0)
+
+    def get_permissions(self) -> list:
+        return [IsAdminUser()] if self.request.method == "POST" else super().get_permissions()
+
+    @extend_schema(responses=TrainingRunOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginated(request, self, training_run_list(), TrainingRunOutputSerializer)
+
+    @extend_schema(request=InputSerializer, responses={202: TrainingRunOutputSerializer})
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = training_run_create(user=request.user, trigger="api", hyperparameters=serializer.validated_data)
+        return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class TrainingRunDetailApi(APIView):
+    @extend_schema(responses=TrainingRunOutputSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(TrainingRunOutputSerializer(get_object_or_404(training_run_list(), pk=pk)).data)
+
+
+class TrainingRunPlotApi(APIView):
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request: Request, pk: int, name: str) -> FileResponse:
+        run = get_object_or_404(TrainingRun, pk=pk)
+        if name not in run.plots:
+            raise Http404(f"Run {pk} has no plot {name!r}.")
+        return FileResponse(default_storage.open(run.plots[name], "rb"), content_type="image/png")
+
+
+class DatasetSnapshotOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    content_hash = serializers.CharField()
+    counts = serializers.JSONField()
+    created_at = serializers.DateTimeField()
+
+
+class DatasetSnapshotListApi(APIView):
+    @extend_schema(responses=DatasetSnapshotOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        return _paginated(request, self, snapshot_list(), DatasetSnapshotOutputSerializer)
+
+
+class DatasetSnapshotDetailApi(APIView):
+    @extend_schema(responses=DatasetSnapshotOutputSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(DatasetSnapshotOutputSerializer(get_object_or_404(DatasetSnapshot, pk=pk)).data)
+
+
+class DatasetSnapshotExportApi(APIView):
+    """Staff: a zip of the snapshot's images and a labels.csv in the dev set's columns."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(responses={(200, "application/zip"): bytes})
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        snapshot = get_object_or_404(DatasetSnapshot, pk=pk)
+        return FileResponse(
+            snapshot_export_zip(snapshot=snapshot),
+            content_type="application/zip",
+            as_attachment=True,
+            filename=f"cxr-snapshot-{snapshot.pk}-{snapshot.content_hash[:8]}.zip",
+        )
