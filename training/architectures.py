@@ -11,6 +11,9 @@ from typing import Any
 from inference.services import LAST_CONV_LAYER as LAST_CONV
 
 BACKBONES = ("small_cnn", "vgg16", "resnet50", "mobilenet_v2", "densenet121", "efficientnet_b0")
+# Small data means few steps per epoch: Keras' default 0.99 leaves the moving statistics
+# near their initial values for many epochs, and inference-mode predictions collapse.
+BN_MOMENTUM = 0.9
 IMAGENET_MEAN_BGR = [103.939, 116.779, 123.68]
 IMAGENET_MEAN_RGB_01 = [0.485, 0.456, 0.406]
 IMAGENET_STD_RGB_01 = [0.229, 0.224, 0.225]
@@ -35,19 +38,19 @@ def _small_cnn(inputs: Any, layers: Any) -> Any:
     """A compact CNN (~0.35 M parameters) that trains from scratch on 2 CPU cores in minutes."""
     x = layers.Rescaling(1.0 / 255)(inputs)
     x = layers.Conv2D(32, 5, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.ReLU()(x)
     x = layers.MaxPooling2D()(x)
     for filters in (64, 128):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = layers.ReLU()(x)
         x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = layers.ReLU()(x)
         x = layers.MaxPooling2D()(x)
     x = layers.Conv2D(192, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.ReLU(name=LAST_CONV)(x)
 
 

@@ -129,6 +129,8 @@ SPECTACULAR_SETTINGS = {
 BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem"):
+    for folder in ("queue", "processed"):
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
@@ -184,3 +186,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
 }
+
+# make run: where the embedded setup finds data and writes the demo users' passwords.
+SHARED_DATA_DIR = env.path("SHARED_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data" / "cxr"))
+SAMPLES_DIR = BASE_DIR / "samples"
+STARTER_MODEL_DIR = BASE_DIR / "models" / "starter"
+DEMO_CREDENTIALS_FILE = env.path("DEMO_CREDENTIALS_FILE", default=str(VAR_DIR / "demo-credentials.json"))

@@ -3,7 +3,7 @@
 import pytest
 
 from studies.models import Review
-from tests.factories import PredictionFactory, ReviewFactory, StudyFactory, UserFactory, reviewer, uploader
+from tests.factories import PredictionFactory, ReviewFactory, StudyFactory, UserFactory, uploader
 
 
 @pytest.mark.django_db

@@ -1,6 +1,6 @@
 """Import labelled images as reviewed studies (idempotent by sha256).
 
-    python manage.py import_dataset ../shared/data/cxr --labels ../shared/data/cxr/labels.csv
+python manage.py import_dataset ../shared/data/cxr --labels ../shared/data/cxr/labels.csv
 """
 
 import csv
@@ -30,13 +30,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("directory", type=Path, help="Folder the CSV's paths are relative to.")
-        parser.add_argument("--labels", type=Path, help="CSV with path,label[,source,patient,view]; default DIR/labels.csv")
+        parser.add_argument(
+            "--labels", type=Path, help="CSV with path,label[,source,patient,view]; default DIR/labels.csv"
+        )
         parser.add_argument("--sources", default="", help="Only these sources (comma-separated).")
         parser.add_argument("--exclude-sources", default="", help="Skip these sources (comma-separated).")
         parser.add_argument("--limit", type=int, default=0, help="Import at most this many rows.")
 
-    def handle(self, *args, directory: Path, labels: Path | None, sources: str, exclude_sources: str, limit: int,
-               **options) -> None:
+    def handle(
+        self, *args, directory: Path, labels: Path | None, sources: str, exclude_sources: str, limit: int, **options
+    ) -> None:
         labels = labels or directory / "labels.csv"
         if not labels.is_file():
             raise CommandError(f"Labels file not found: {labels}")

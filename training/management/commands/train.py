@@ -12,6 +12,10 @@ from training.models import TrainingRun
 from training.services import training_run_create, training_run_execute
 
 
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 class Command(BaseCommand):
     help = "Train, evaluate on the frozen test split, and promote if the gate allows."
 
@@ -45,10 +49,14 @@ class Command(BaseCommand):
         metrics = run.metrics
         self.stdout.write(f"Registered {version.name}: {version.status}. {version.gate_decision}")
         self.stdout.write(
-            f"Test split: n={metrics.get('n')}, accuracy={metrics.get('accuracy')}, macro AUC={metrics.get('macro_auc')}"
+            f"Test split: n={metrics.get('n')}, accuracy {_fmt(metrics.get('accuracy'))}, "
+            f"macro AUC {_fmt(metrics.get('macro_auc'))}"
         )
         for source, result in (metrics.get("per_source") or {}).items():
-            self.stdout.write(f"  {source}: n={result.get('n')}, accuracy={result.get('accuracy')}")
+            self.stdout.write(
+                f"  {source}: n={result.get('n')}, accuracy {_fmt(result.get('accuracy'))}, "
+                f"macro AUC {_fmt(result.get('macro_auc'))}"
+            )
         shortcut = metrics.get("shortcut") or {}
         for reason in shortcut.get("reasons", []):
             self.stdout.write(self.style.WARNING(f"Shortcut warning: {reason}"))

@@ -1,0 +1,251 @@
+from collections.abc import Callable
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from studies.models import Label, Patient, Prediction, Review, Study
+from studies.selectors import study_annotate, study_latest_prediction
+from studies.services import review_submit, study_requeue
+
+THUMBNAIL_PX = 64
+PREVIEW_PX = 360
+
+
+class ReviewedFilter(admin.SimpleListFilter):
+    title = "reviewed"
+    parameter_name = "reviewed"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> QuerySet[Study]:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(is_reviewed=self.value() == "yes")
+        return queryset
+
+
+class PredictedLabelFilter(admin.SimpleListFilter):
+    title = "predicted label"
+    parameter_name = "predicted_label"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return list(Label.choices)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> QuerySet[Study]:
+        if self.value() in Label.values:
+            return queryset.filter(predicted_label=self.value())
+        return queryset
+
+
+def _report(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Study],
+    change: Callable[[Study], object],
+    done: str,
+) -> None:
+    """Apply a service to each study; count the successes and show each refusal."""
+    count = 0
+    for study in queryset:
+        try:
+            change(study)
+        except ValidationError as error:
+            for text in error.messages:
+                modeladmin.message_user(request, f"{study}: {text}", level=messages.ERROR)
+        else:
+            count += 1
+    if count:
+        modeladmin.message_user(request, f"{done}: {count} {'study' if count == 1 else 'studies'}.")
+
+
+@admin.action(description="Confirm prediction")
+def confirm_prediction(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+    def confirm(study: Study) -> None:
+        prediction = study_latest_prediction(study)
+        if prediction is None:
+            raise ValidationError("This study has no prediction yet; it can be reviewed once predicted.")
+        review_submit(study=study, reviewer=request.user, label=prediction.label)
+
+    _report(modeladmin, request, queryset, confirm, "Prediction confirmed")
+
+
+def _set_label_action(label: Label) -> Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Study]], None]:
+    def set_label(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        _report(
+            modeladmin,
+            request,
+            queryset,
+            lambda study: review_submit(study=study, reviewer=request.user, label=label.value),
+            f"Labelled {label.label}",
+        )
+
+    set_label.__name__ = f"set_label_{label.value}"
+    return admin.action(description=f"Set label to {label.label}")(set_label)
+
+
+@admin.action(description="Re-run prediction")
+def rerun_prediction(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+    _report(modeladmin, request, queryset, lambda study: study_requeue(study=study), "Sent for prediction")
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Study | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Study | None = None) -> bool:
+        return False
+
+
+class PredictionInline(ReadOnlyInline):
+    model = Prediction
+    fields = ["model_version", "label", "confidence", "probabilities", "inference_ms", "created_at"]
+    readonly_fields = fields
+
+
+class ReviewInline(ReadOnlyInline):
+    model = Review
+    fields = ["label", "reviewer", "comment", "created_at"]
+    readonly_fields = fields
+
+
+@admin.register(Study)
+class StudyAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "thumbnail",
+        "uploaded_at",
+        "source",
+        "status",
+        "predicted_label",
+        "confidence",
+        "final_label",
+        "reviewed",
+    ]
+    list_display_links = ["id", "thumbnail"]
+    list_filter = [ReviewedFilter, PredictedLabelFilter, "status", "source"]
+    search_fields = ["=id", "patient__ref"]
+    date_hierarchy = "uploaded_at"
+    actions = [
+        confirm_prediction,
+        *(_set_label_action(label) for label in Label),
+        rerun_prediction,
+    ]
+    inlines = [PredictionInline, ReviewInline]
+    fields = [
+        "preview",
+        "patient",
+        "view",
+        "source",
+        "notes",
+        "status",
+        "error",
+        "image",
+        "sha256",
+        "width",
+        "height",
+        "uploaded_by",
+        "uploaded_at",
+        "status_changed_at",
+    ]
+    readonly_fields = [
+        "preview",
+        "patient",
+        "status",
+        "error",
+        "image",
+        "sha256",
+        "width",
+        "height",
+        "uploaded_by",
+        "uploaded_at",
+        "status_changed_at",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Study]:
+        return study_annotate(super().get_queryset(request))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # studies come in through the upload API, which checks the image
+
+    def _image(self, study: Study, size: int) -> str:
+        return format_html(
+            '<img src="{}" width="{}" alt="Study {}" loading="lazy" style="max-height:{}px;object-fit:contain;'
+            'background:#111;border-radius:4px">',
+            reverse("api:study-image", kwargs={"pk": study.pk}),
+            size,
+            study.pk,
+            size,
+        )
+
+    @admin.display(description="image")
+    def thumbnail(self, study: Study) -> str:
+        return self._image(study, THUMBNAIL_PX)
+
+    @admin.display(description="image")
+    def preview(self, study: Study) -> str:
+        return self._image(study, PREVIEW_PX)
+
+    @admin.display(description="predicted", ordering="predicted_label")
+    def predicted_label(self, study: Study) -> str:
+        return Label(study.predicted_label).label if study.predicted_label else "—"
+
+    @admin.display(ordering="predicted_confidence")
+    def confidence(self, study: Study) -> str:
+        return f"{study.predicted_confidence:.3f}" if study.predicted_confidence is not None else "—"
+
+    @admin.display(description="final label", ordering="final_label")
+    def final_label(self, study: Study) -> str:
+        return Label(study.final_label).label if study.final_label else "—"
+
+    @admin.display(boolean=True, ordering="is_reviewed")
+    def reviewed(self, study: Study) -> bool:
+        return study.is_reviewed
+
+
+@admin.register(Patient)
+class PatientAdmin(admin.ModelAdmin):
+    list_display = ["ref", "split", "study_count", "created_at"]
+    list_filter = ["split"]
+    search_fields = ["ref"]
+    readonly_fields = ["split", "created_at"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Patient]:
+        return super().get_queryset(request).annotate(study_count=Count("studies"))
+
+    @admin.display(description="studies", ordering="study_count")
+    def study_count(self, patient: Patient) -> int:
+        return patient.study_count
+
+
+class ViewOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by services: visible in the admin, never edited there."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Prediction)
+class PredictionAdmin(ViewOnlyAdmin):
+    list_display = ["id", "study", "label", "confidence", "model_version", "inference_ms", "created_at"]
+    list_filter = ["label", "model_version"]
+    list_select_related = ["study", "model_version"]
+    search_fields = ["=study__id"]
+
+
+@admin.register(Review)
+class ReviewAdmin(ViewOnlyAdmin):
+    list_display = ["id", "study", "label", "reviewer", "created_at"]
+    list_filter = ["label"]
+    list_select_related = ["study", "reviewer"]
+    search_fields = ["=study__id", "reviewer__username"]

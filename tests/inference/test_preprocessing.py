@@ -1,0 +1,93 @@
+"""The one preprocessing function shared by training and prediction."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.preprocessing import ImageDecodeError, load_grayscale, preprocess
+from tests.images import jpeg_bytes, png_bytes, xray_array
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_preprocess_returns_three_equal_channels_in_0_255_at_the_model_size():
+    array = preprocess(load_grayscale(png_bytes(size=100)), 48)
+    assert array.shape == (48, 48, 3) and array.dtype == np.float32
+    assert np.array_equal(array[:, :, 0], array[:, :, 2])
+    assert array.min() >= 0 and array.max() <= 255
+
+
+def test_sixteen_bit_png_is_windowed_to_the_full_8_bit_range_not_clipped():
+    pixels = np.linspace(1000, 3000, 128 * 128).reshape(128, 128).astype(np.uint16)
+    gray = load_grayscale(_png(Image.fromarray(pixels)))
+    assert gray.dtype == np.uint8
+    assert gray.min() == 0 and gray.max() == 255
+    assert len(np.unique(gray)) > 200
+
+
+def test_rgb_and_grayscale_versions_of_one_image_preprocess_alike():
+    gray = load_grayscale(png_bytes())
+    rgb = load_grayscale(png_bytes(mode="RGB"))
+    assert np.abs(gray.astype(int) - rgb.astype(int)).max() <= 1
+
+
+def test_exif_orientation_is_applied():
+    image = Image.fromarray(xray_array(size=64)).resize((64, 128))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90° clockwise
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    assert load_grayscale(buffer.getvalue()).shape == (64, 128)
+
+
+def test_monochrome1_dicom_is_inverted():
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def dicom(photometric: str) -> bytes:
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
+        pixels = np.tile(np.linspace(0, 4000, 96, dtype=np.uint16), (96, 1))
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
+        ds.PixelRepresentation, ds.PhotometricInterpretation = 0, photometric
+        ds.PixelData = pixels.tobytes()
+        buffer = io.BytesIO()
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+        return buffer.getvalue()
+
+    normal, inverted = load_grayscale(dicom("MONOCHROME2")), load_grayscale(dicom("MONOCHROME1"))
+    assert normal[0, 0] < normal[0, -1]
+    assert inverted[0, 0] > inverted[0, -1]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"hello", "Not a readable PNG or JPEG image"),
+        (jpeg_bytes()[:400], "Not a readable PNG or JPEG image"),
+        (b"", "empty"),
+        (png_bytes(size=40), "too small"),
+    ],
+    ids=["text", "truncated-jpeg", "empty", "too-small"],
+)
+def test_unreadable_input_raises_a_clear_decode_error(data, message):
+    with pytest.raises(ImageDecodeError, match=message):
+        load_grayscale(data)
+
+
+def test_gif_is_refused_with_the_supported_formats_named():
+    buffer = io.BytesIO()
+    Image.fromarray(xray_array(size=96)).save(buffer, format="GIF")
+    with pytest.raises(ImageDecodeError, match="upload PNG, JPEG or DICOM"):
+        load_grayscale(buffer.getvalue())

@@ -1,0 +1,40 @@
+"""The model runtime: loading, predicting, explaining."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.services import apply_temperature, load_model, predict_image
+from tests.images import png_bytes
+
+CLASSES = ["covid", "normal", "pneumonia"]
+
+
+def test_prediction_gives_a_probability_per_class_and_a_heatmap(tiny_model_path):
+    loaded = load_model(str(tiny_model_path), key="runtime-1", class_names=CLASSES, input_size=32)
+    result = predict_image(png_bytes(size=120), loaded)
+    assert set(result.probabilities) == set(CLASSES)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result.label == max(result.probabilities, key=result.probabilities.get)
+    assert result.confidence == result.probabilities[result.label]
+    assert result.inference_ms > 0
+    heatmap = Image.open(io.BytesIO(result.heatmap_png))
+    assert heatmap.format == "PNG" and heatmap.size == (120, 120)
+
+
+def test_the_loader_keeps_a_model_per_version_key(tiny_model_path):
+    first = load_model(str(tiny_model_path), key="runtime-cache", class_names=CLASSES, input_size=32)
+    again = load_model(str(tiny_model_path), key="runtime-cache", class_names=CLASSES, input_size=32)
+    other = load_model(str(tiny_model_path), key="runtime-cache-2", class_names=CLASSES, input_size=32)
+    assert again is first
+    assert other is not first
+
+
+def test_temperature_above_one_softens_probabilities_and_keeps_their_order():
+    probs = np.array([[0.9, 0.08, 0.02]])
+    softened = apply_temperature(probs, 2.0)
+    assert softened.sum() == pytest.approx(1.0)
+    assert softened[0, 0] < 0.9
+    assert list(np.argsort(softened[0])) == list(np.argsort(probs[0]))

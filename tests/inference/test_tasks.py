@@ -1,0 +1,61 @@
+"""The prediction task: fetch rows, call the runtime, store the result, decide on failure."""
+
+import pytest
+from django.utils import timezone
+
+from inference.tasks import requeue_stale_studies_task, study_predict_task
+from studies.models import Prediction, Study
+from tests.factories import StudyFactory
+
+
+@pytest.mark.django_db
+def test_a_redelivered_message_finds_the_prediction_and_stops(active_model):
+    study = StudyFactory()
+    assert study_predict_task.apply(args=[study.id]).get() == "done"
+    first = Prediction.objects.get()
+    assert study_predict_task.apply(args=[study.id]).get() == "done"
+    assert list(Prediction.objects.all()) == [first]
+    study.refresh_from_db()
+    assert study.status == Study.Status.PREDICTED
+
+
+@pytest.mark.django_db
+def test_an_unreadable_stored_file_marks_the_study_failed_with_the_reason(active_model):
+    study = StudyFactory()
+    with open(study.image.path, "wb") as handle:
+        handle.write(b"corrupted on disk")
+    assert study_predict_task.apply(args=[study.id]).get() == "failed"
+    study.refresh_from_db()
+    assert study.status == Study.Status.FAILED
+    assert "Not a readable PNG or JPEG image" in study.error
+    assert Prediction.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_broken_model_artifact_marks_the_study_failed_not_lost(active_model):
+    with open(active_model.artifact.path, "wb") as handle:
+        handle.write(b"not a keras file")
+    active_model.name = "broken-model"
+    active_model.save()
+    study = StudyFactory()
+    assert study_predict_task.apply(args=[study.id]).get() == "failed"
+    study.refresh_from_db()
+    assert study.status == Study.Status.FAILED and study.error
+
+
+@pytest.mark.django_db
+def test_a_deleted_study_is_skipped():
+    assert study_predict_task.apply(args=[987654]).get() == "missing"
+
+
+@pytest.mark.django_db
+def test_studies_left_queued_are_dispatched_again(active_model, settings, django_capture_on_commit_callbacks):
+    settings.REQUEUE_AFTER_SECONDS = 60
+    stale, fresh = StudyFactory(), StudyFactory()
+    Study.objects.filter(pk=stale.pk).update(status_changed_at=timezone.now() - timezone.timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stale_studies_task.apply().get() == 1
+    stale.refresh_from_db()
+    fresh.refresh_from_db()
+    assert stale.status == Study.Status.PREDICTED
+    assert fresh.status == Study.Status.QUEUED

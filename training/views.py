@@ -1,0 +1,147 @@
+"""Server-rendered pages for model versions and training runs; writes go through training services."""
+
+from typing import Any
+
+import markdown
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_POST
+
+from studies.views import nav_context
+from training.models import ModelVersion, TrainingRun
+from training.selectors import model_version_list, training_run_list
+from training.services import model_version_promote, training_run_create
+
+RECENT_RUNS = 20
+HEADLINE_METRICS = {
+    "accuracy": "Accuracy",
+    "macro_auc": "Macro AUC",
+    "covid_sensitivity_at_95_specificity": "COVID sensitivity at 95% specificity",
+}
+PER_CLASS_METRICS = ("support", "sensitivity", "specificity", "ppv", "npv", "auc")
+
+
+def model_card_html(text: str) -> SafeString:
+    """The model card as HTML: Markdown tables and code blocks, with any raw HTML in it escaped."""
+    renderer = markdown.Markdown(extensions=["tables", "fenced_code"])
+    renderer.preprocessors.deregister("html_block")
+    renderer.inlinePatterns.deregister("html")
+    # Safe: with the raw-HTML handlers removed, Markdown escapes any HTML in the text.
+    return mark_safe(renderer.convert(text))
+
+
+def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Headline numbers with their 95% intervals, per-class rows, calibration and the shortcut warning."""
+    intervals = metrics.get("ci") or {}
+    headline = [
+        {"name": name, "value": metrics[key], "ci": intervals.get(key)}
+        for key, name in HEADLINE_METRICS.items()
+        if metrics.get(key) is not None
+    ]
+    per_class = [
+        {"name": name, "values": [(values or {}).get(key) for key in PER_CLASS_METRICS]}
+        for name, values in (metrics.get("per_class") or {}).items()
+    ]
+    other = {
+        key: value
+        for key, value in metrics.items()
+        if key not in HEADLINE_METRICS and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+    return {
+        "headline": headline,
+        "per_class": per_class,
+        "per_class_columns": PER_CLASS_METRICS,
+        "other": other,
+        "ece": (metrics.get("calibration") or {}).get("ece"),
+        "shortcut": metrics.get("shortcut") or {},
+    }
+
+
+def _macro_auc(version: ModelVersion) -> ModelVersion:
+    """Attach the macro AUC and its interval for the table."""
+    version.macro_auc = version.metrics.get("macro_auc")
+    version.macro_auc_ci = (version.metrics.get("ci") or {}).get("macro_auc")
+    return version
+
+
+@login_required
+def model_list_view(request: HttpRequest) -> HttpResponse:
+    context = {
+        "versions": [_macro_auc(version) for version in model_version_list()],
+        "runs": training_run_list()[:RECENT_RUNS],
+        **nav_context(request.user),
+    }
+    return render(request, "training/model_list.html", context)
+
+
+@login_required
+def model_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    version = _macro_auc(get_object_or_404(model_version_list(), pk=pk))
+    context = {
+        "version": version,
+        "card": model_card_html(version.model_card),
+        "summary": metrics_summary(version.metrics),
+        "activations": version.activations.select_related("previous", "activated_by"),
+        "run": TrainingRun.objects.filter(model_version=version).first(),
+        **nav_context(request.user),
+    }
+    return render(request, "training/model_detail.html", context)
+
+
+@login_required
+def training_run_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(training_run_list(), pk=pk)
+    context = {
+        "run": run,
+        "summary": metrics_summary(run.metrics),
+        "plots": [
+            (name.replace("_", " ").capitalize(), reverse("api:training-run-plot", kwargs={"pk": run.pk, "name": name}))
+            for name in run.plots
+        ],
+        "is_live": run.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING),
+        **nav_context(request.user),
+    }
+    return render(request, "training/run_detail.html", context)
+
+
+def _require_staff(request: HttpRequest) -> None:
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can do this.")
+
+
+@login_required
+@require_POST
+def training_run_create_view(request: HttpRequest) -> HttpResponse:
+    _require_staff(request)
+    try:
+        run = training_run_create(user=request.user, trigger="web")
+    except ValidationError as error:
+        for text in error.messages:
+            messages.error(request, text)
+        return redirect("training:models")
+    messages.success(request, f"Training run {run.pk} queued.")
+    return redirect("training:run_detail", pk=run.pk)
+
+
+@login_required
+@require_POST
+def model_version_activate_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_staff(request)
+    version = get_object_or_404(model_version_list(), pk=pk)
+    try:
+        model_version_promote(
+            model_version=version,
+            user=request.user,
+            reason=f"manual activation from web UI by {request.user.get_username()}",
+        )
+    except ValidationError as error:
+        for text in error.messages:
+            messages.error(request, text)
+    else:
+        messages.success(request, f"{version.name} is now the active model.")
+    return redirect("training:models")
