@@ -130,6 +130,7 @@ def train_model(
         epochs=config.epochs,
         class_weight=class_weights(y_train, len(config.class_names)),
         callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself, with the seed
         verbose=0,
     )
     history = {key: [float(v) for v in values] for key, values in fit.history.items() if key != "learning_rate"}

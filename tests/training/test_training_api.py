@@ -1,0 +1,92 @@
+"""Training runs, the run lock and dataset snapshots through the API."""
+
+import csv
+import io
+import zipfile
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from tests.factories import ReviewFactory, StudyFactory, UserFactory
+from training.models import TrainingRun
+from training.services import snapshot_create
+
+
+@pytest.mark.django_db
+def test_only_staff_may_start_a_training_run(api_client):
+    api_client.force_authenticate(UserFactory())
+    assert api_client.post("/api/training-runs/", {}).status_code == 403
+    assert TrainingRun.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_staff_start_returns_202_and_the_run_is_dispatched_on_commit(api_client, django_capture_on_commit_callbacks):
+    api_client.force_authenticate(UserFactory(is_staff=True))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = api_client.post("/api/training-runs/", {"epochs": 3, "backbone": "small_cnn"}, format="json")
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "queued" and body["progress"] == 0.0 and body["model_version"] is None
+    assert len(callbacks) == 1
+    assert TrainingRun.objects.get().hyperparameters == {"epochs": 3, "backbone": "small_cnn"}
+    detail = api_client.get(f"/api/training-runs/{body['id']}/").json()
+    assert {"status", "progress", "metrics", "model_version"} <= set(detail)
+
+
+@pytest.mark.django_db
+def test_a_second_run_is_refused_while_one_is_in_progress(api_client):
+    TrainingRun.objects.create(status=TrainingRun.Status.RUNNING)
+    api_client.force_authenticate(UserFactory(is_staff=True))
+    response = api_client.post("/api/training-runs/", {}, format="json")
+    assert response.status_code == 400
+    assert "already running" in str(response.json())
+
+
+@pytest.mark.django_db
+def test_an_unknown_backbone_returns_400(api_client):
+    api_client.force_authenticate(UserFactory(is_staff=True))
+    response = api_client.post("/api/training-runs/", {"backbone": "gpt"}, format="json")
+    assert response.status_code == 400 and "backbone" in response.json()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_database_lets_only_one_run_be_running():
+    TrainingRun.objects.create(status=TrainingRun.Status.RUNNING)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TrainingRun.objects.create(status=TrainingRun.Status.RUNNING)
+
+
+@pytest.mark.django_db
+def test_a_run_that_lost_the_lock_fails_with_the_reason():
+    from training.services import training_run_execute
+
+    TrainingRun.objects.create(status=TrainingRun.Status.RUNNING, heartbeat_at=None)
+    waiting = TrainingRun.objects.create()
+    run = training_run_execute(run_id=waiting.pk)
+    assert run.status == TrainingRun.Status.FAILED
+    assert "Another training run was running" in run.error
+
+
+@pytest.mark.django_db
+def test_datasets_are_listed_and_exported_as_zip_with_labels_csv(api_client):
+    study = StudyFactory(source="site-a", view="PA")
+    ReviewFactory(study=study, label="pneumonia")
+    snapshot = snapshot_create()
+    api_client.force_authenticate(UserFactory(is_staff=True))
+    listed = api_client.get("/api/datasets/").json()["results"]
+    assert listed[0]["id"] == snapshot.id and listed[0]["counts"]["total"] == 1
+
+    response = api_client.get(f"/api/datasets/{snapshot.id}/export/")
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    rows = list(csv.DictReader(io.StringIO(archive.read("labels.csv").decode())))
+    assert list(rows[0]) == ["path", "label", "source", "patient", "view", "sex", "age"]
+    assert rows[0]["label"] == "pneumonia" and rows[0]["source"] == "site-a" and rows[0]["view"] == "PA"
+    assert archive.read(rows[0]["path"]) == study.image.open("rb").read()
+
+
+@pytest.mark.django_db
+def test_non_staff_cannot_export_a_dataset(api_client):
+    snapshot = snapshot_create()
+    api_client.force_authenticate(UserFactory())
+    assert api_client.get(f"/api/datasets/{snapshot.id}/export/").status_code == 403
