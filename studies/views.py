@@ -25,11 +25,6 @@ LIST_FILTERS = ("status", "reviewed", "label")
 VIEWS = ["PA", "AP", "AP Supine", "Lateral", "Other"]
 
 
-def nav_context(user: AbstractBaseUser) -> dict[str, bool]:
-    """What the header shows: every page's view adds it to its context."""
-    return {"is_reviewer": user_is_reviewer(user), "can_upload": user_can_upload(user)}
-
-
 def _require_reviewer(user: AbstractBaseUser) -> None:
     if not user_is_reviewer(user):
         raise PermissionDenied("Only reviewers can do this.")
@@ -67,7 +62,6 @@ def study_list_view(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "statuses": Study.Status.choices,
         "labels": Label.choices,
-        **nav_context(request.user),
     }
     return render(request, "studies/study_list.html", context)
 
@@ -76,7 +70,7 @@ def study_list_view(request: HttpRequest) -> HttpResponse:
 def study_upload_view(request: HttpRequest) -> HttpResponse:
     if not user_can_upload(request.user):
         raise PermissionDenied("Your account cannot upload studies.")
-    return render(request, "studies/upload.html", {"views": VIEWS, **nav_context(request.user)})
+    return render(request, "studies/upload.html", {"views": VIEWS})
 
 
 @login_required
@@ -84,9 +78,8 @@ def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     study = study_get_for_user(user=request.user, study_id=pk)
     prediction = study_latest_prediction(study)
     probabilities = prediction.probabilities if prediction else {}
-    is_reviewer = user_is_reviewer(request.user)
     next_in_queue = None
-    if is_reviewer:
+    if user_is_reviewer(request.user):
         next_in_queue = review_queue_list(user=request.user).exclude(pk=study.pk).values_list("pk", flat=True).first()
     context = {
         "study": study,
@@ -98,7 +91,6 @@ def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "reviews": study.reviews.all(),
         "is_live": study.status in (Study.Status.QUEUED, Study.Status.PROCESSING),
         "next_in_queue": next_in_queue,
-        **nav_context(request.user),
     }
     return render(request, "studies/study_detail.html", context)
 
@@ -135,4 +127,4 @@ def study_requeue_view(request: HttpRequest, pk: int) -> HttpResponse:
 def review_queue_view(request: HttpRequest) -> HttpResponse:
     _require_reviewer(request.user)
     page = Paginator(review_queue_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "studies/review_queue.html", {"page": _add_label_names(page), **nav_context(request.user)})
+    return render(request, "studies/review_queue.html", {"page": _add_label_names(page)})

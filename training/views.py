@@ -12,7 +12,6 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from studies.views import nav_context
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_list, training_run_list
 from training.services import model_version_promote, training_run_create
@@ -74,7 +73,6 @@ def model_list_view(request: HttpRequest) -> HttpResponse:
     context = {
         "versions": [_macro_auc(version) for version in model_version_list()],
         "runs": training_run_list()[:RECENT_RUNS],
-        **nav_context(request.user),
     }
     return render(request, "training/model_list.html", context)
 
@@ -88,7 +86,6 @@ def model_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "summary": metrics_summary(version.metrics),
         "activations": version.activations.select_related("previous", "activated_by"),
         "run": TrainingRun.objects.filter(model_version=version).first(),
-        **nav_context(request.user),
     }
     return render(request, "training/model_detail.html", context)
 
@@ -104,7 +101,6 @@ def training_run_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
             for name in run.plots
         ],
         "is_live": run.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING),
-        **nav_context(request.user),
     }
     return render(request, "training/run_detail.html", context)
 

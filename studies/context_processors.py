@@ -1,0 +1,8 @@
+from django.http import HttpRequest
+
+from studies.selectors import user_can_upload, user_is_reviewer
+
+
+def navigation(request: HttpRequest) -> dict[str, bool]:
+    """What the header shows to this user."""
+    return {"is_reviewer": user_is_reviewer(request.user), "can_upload": user_can_upload(request.user)}
