@@ -89,9 +89,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env.path("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 MEDIA_URL = "/media/"
-MEDIA_ROOT = env.path("MEDIA_ROOT", default=str(VAR_DIR / "media"))
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -189,7 +189,7 @@ LOGGING = {
 }
 
 # make run: where the embedded setup finds data and writes the demo users' passwords.
-SHARED_DATA_DIR = env.path("SHARED_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data" / "cxr"))
+SHARED_DATA_DIR = Path(env("SHARED_DATA_DIR", default=str(BASE_DIR.parent / "shared" / "data" / "cxr")))
 SAMPLES_DIR = BASE_DIR / "samples"
 STARTER_MODEL_DIR = BASE_DIR / "models" / "starter"
-DEMO_CREDENTIALS_FILE = env.path("DEMO_CREDENTIALS_FILE", default=str(VAR_DIR / "demo-credentials.json"))
+DEMO_CREDENTIALS_FILE = Path(env("DEMO_CREDENTIALS_FILE", default=str(VAR_DIR / "demo-credentials.json")))

@@ -22,7 +22,7 @@ else:
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
 
-MEDIA_ROOT = env.path("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="cxr-test-media-"))
+MEDIA_ROOT = env("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="cxr-test-media-"))
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SECRET_KEY = "test-only"
 DEBUG = False
