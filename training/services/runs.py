@@ -151,7 +151,7 @@ def _split_data(snapshot: DatasetSnapshot, split: str, class_names: list[str]) -
     )
 
 
-def _evaluate_active(active: ModelVersion, test: SplitData, class_names: list[str]) -> dict | None:
+def _evaluate_active(active: ModelVersion, test: SplitData, class_names: list[str], *, seed: int) -> dict | None:
     """Score the active model on the same frozen test cases as the candidate."""
     if active.class_names != class_names:
         return None
@@ -170,6 +170,7 @@ def _evaluate_active(active: ModelVersion, test: SplitData, class_names: list[st
         patients=test.patients,
         sources=test.sources,
         bootstrap_rounds=settings.TRAINING["BOOTSTRAP_ROUNDS"],
+        seed=seed,
     )
 
 
@@ -279,7 +280,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
         )
         metrics["shortcut"] = shortcut
         if active is not None:
-            active_metrics = _evaluate_active(active, test, class_names)
+            active_metrics = _evaluate_active(active, test, class_names, seed=config.seed)
         recorder.log(f"Test split: accuracy {metrics.get('accuracy')}, macro AUC {metrics.get('macro_auc')}")
     else:
         recorder.log("The test split is empty: the candidate cannot be compared on frozen cases.")
