@@ -16,10 +16,10 @@ def split_for_patient(ref: str, *, val_fraction: float, test_fraction: float) ->
     """A stable, patient-level split from a hash of the pseudonymous key."""
     position = int(hashlib.sha256(ref.encode()).hexdigest()[:12], 16) / float(16**12)
     if position < test_fraction:
-        return Split.TEST
+        return Split.TEST.value
     if position < test_fraction + val_fraction:
-        return Split.VAL
-    return Split.TRAIN
+        return Split.VAL.value
+    return Split.TRAIN.value
 
 
 def _assign_splits(patient_ids: set[int]) -> dict[int, str]:
