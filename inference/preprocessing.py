@@ -73,8 +73,10 @@ def _decode_pillow(data: bytes) -> np.ndarray:
             return np.asarray(image.convert("L"))
     except ImageDecodeError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"Not a readable PNG or JPEG image: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageDecodeError("Not a readable PNG or JPEG image: the file is not an image we recognise.") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(f"Not a readable PNG or JPEG image: {exc}.") from exc
 
 
 def _read_bytes(source: ImageSource) -> bytes:
