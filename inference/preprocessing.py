@@ -112,3 +112,12 @@ def preprocess(gray: np.ndarray, size: int) -> np.ndarray:
 
 def load_and_preprocess(source: ImageSource, size: int) -> np.ndarray:
     return preprocess(load_grayscale(source), size)
+
+
+def display_png(source: ImageSource, max_side: int = 2048) -> bytes:
+    """An 8-bit PNG rendition for browsers (DICOM files cannot be shown as they are)."""
+    image = Image.fromarray(load_grayscale(source))
+    image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

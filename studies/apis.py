@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from inference.preprocessing import display_png
 from studies.models import Label, Study
 from studies.permissions import CanUpload, IsReviewer
 from studies.selectors import study_get_for_user, study_latest_prediction, study_list
@@ -154,8 +155,10 @@ class StudyImageApi(APIView):
     """The uploaded image, to users allowed to see the study (never a public media URL)."""
 
     @extend_schema(responses={(200, "image/*"): bytes})
-    def get(self, request: Request, pk: int) -> FileResponse:
+    def get(self, request: Request, pk: int) -> HttpResponse:
         study = study_get_for_user(user=request.user, study_id=pk)
+        if study.image.name.endswith(".dcm"):
+            return HttpResponse(display_png(study.image.path), content_type="image/png")
         return FileResponse(study.image.open("rb"))
 
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from inference.preprocessing import ImageDecodeError, load_grayscale, preprocess
-from tests.images import jpeg_bytes, png_bytes, xray_array
+from tests.images import dicom_bytes, jpeg_bytes, png_bytes, xray_array
 
 
 def _png(image: Image.Image) -> bytes:
@@ -47,26 +47,8 @@ def test_exif_orientation_is_applied():
 
 
 def test_monochrome1_dicom_is_inverted():
-    pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    def dicom(photometric: str) -> bytes:
-        meta = FileMetaDataset()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-        pixels = np.tile(np.linspace(0, 4000, 96, dtype=np.uint16), (96, 1))
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 16, 12, 11
-        ds.PixelRepresentation, ds.PhotometricInterpretation = 0, photometric
-        ds.PixelData = pixels.tobytes()
-        buffer = io.BytesIO()
-        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-        return buffer.getvalue()
-
-    normal, inverted = load_grayscale(dicom("MONOCHROME2")), load_grayscale(dicom("MONOCHROME1"))
+    normal = load_grayscale(dicom_bytes("MONOCHROME2"))
+    inverted = load_grayscale(dicom_bytes("MONOCHROME1"))
     assert normal[0, 0] < normal[0, -1]
     assert inverted[0, 0] > inverted[0, -1]
 

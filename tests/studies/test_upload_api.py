@@ -159,3 +159,19 @@ def test_without_an_active_model_the_study_fails_with_the_reason(
     assert body["status"] == "failed"
     assert "No active model" in body["error"]
     assert Prediction.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_dicom_upload_is_predicted_and_served_to_browsers_as_png(
+    api_client, uploader_user, active_model, django_capture_on_commit_callbacks
+):
+    from tests.images import dicom_bytes
+
+    api_client.force_authenticate(uploader_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _upload(api_client, dicom_bytes(), name="study.dcm")
+    assert response.status_code == 201
+    study_id = response.json()["id"]
+    assert api_client.get(f"{URL}{study_id}/").json()["status"] == "predicted"
+    image = api_client.get(f"{URL}{study_id}/image/")
+    assert image["Content-Type"] == "image/png" and image.content.startswith(b"\x89PNG")
