@@ -27,6 +27,9 @@ class LoadedModel:
     class_names: tuple[str, ...]
     input_size: int
     temperature: float = 1.0
+    # Compiled once per model: images → probabilities, and images → (probabilities, Grad-CAM).
+    forward: Any = field(default=None, repr=False)
+    explain: Any = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class PredictionResult:
     label: str
     confidence: float
     inference_ms: float
-    heatmap_png: bytes | None = field(default=None, repr=False)
+    heatmap_jpeg: bytes | None = field(default=None, repr=False)
 
 
 _cache: OrderedDict[str, LoadedModel] = OrderedDict()
@@ -51,10 +54,17 @@ def load_model(
             _cache.move_to_end(key)
             return _cache[key]
     import keras
+    import tensorflow as tf
 
     model = keras.models.load_model(path, compile=False)
     loaded = LoadedModel(
-        key=key, model=model, class_names=tuple(class_names), input_size=input_size, temperature=temperature
+        key=key,
+        model=model,
+        class_names=tuple(class_names),
+        input_size=input_size,
+        temperature=temperature,
+        forward=tf.function(lambda images: model(images, training=False), reduce_retracing=True),
+        explain=_explainer(model),
     )
     with _cache_lock:
         _cache[key] = loaded
@@ -76,38 +86,38 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 def predict_arrays(loaded: LoadedModel, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """(N, S, S, 3) preprocessed images → (N, classes) calibrated probabilities."""
     outputs = [
-        np.asarray(loaded.model(batch[start : start + batch_size], training=False))
-        for start in range(0, len(batch), batch_size)
+        np.asarray(loaded.forward(batch[start : start + batch_size])) for start in range(0, len(batch), batch_size)
     ]
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.class_names)))
     return apply_temperature(probabilities, loaded.temperature)
 
 
-def gradcam(loaded: LoadedModel, array: np.ndarray, class_index: int) -> np.ndarray | None:
-    """Grad-CAM of one preprocessed image for one class: (S, S) in 0..1, or None without a conv layer."""
+def _explainer(model: Any) -> Any:
+    """One compiled pass giving the probabilities and the Grad-CAM of the top class, or None
+    for a model without a ``last_conv`` layer."""
     import keras
     import tensorflow as tf
 
     try:
-        conv_layer = loaded.model.get_layer(LAST_CONV_LAYER)
+        conv_layer = model.get_layer(LAST_CONV_LAYER)
     except ValueError:
         return None
-    grad_model = keras.Model(loaded.model.input, [conv_layer.output, loaded.model.output])
-    inputs = tf.convert_to_tensor(array[None])
-    with tf.GradientTape() as tape:
-        conv_out, preds = grad_model(inputs, training=False)
-        score = preds[:, class_index]
-    grads = tape.gradient(score, conv_out)
-    weights = tf.reduce_mean(grads, axis=(1, 2))
-    cam = tf.nn.relu(tf.reduce_sum(conv_out * weights[:, None, None, :], axis=-1))[0].numpy()
-    if cam.max() > 0:
-        cam = cam / cam.max()
-    resized = Image.fromarray((cam * 255).astype(np.uint8)).resize(array.shape[:2][::-1], Image.Resampling.BILINEAR)
-    return np.asarray(resized, dtype=np.float32) / 255.0
+    grad_model = keras.Model(model.input, [conv_layer.output, model.output])
+
+    @tf.function(reduce_retracing=True)
+    def explain(images: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            features, probabilities = grad_model(images, training=False)
+            top = tf.gather(probabilities, tf.argmax(probabilities[0]), axis=1)
+        weights = tf.reduce_mean(tape.gradient(top, features), axis=(1, 2))
+        cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0]
+        return probabilities, cam / tf.maximum(tf.reduce_max(cam), 1e-12)
+
+    return explain
 
 
-def heatmap_overlay_png(gray: np.ndarray, heat: np.ndarray) -> bytes:
-    """Blend a 0..1 heatmap (any size) over the grayscale image, as PNG bytes."""
+def heatmap_overlay_jpeg(gray: np.ndarray, heat: np.ndarray) -> bytes:
+    """Blend a 0..1 heatmap (any size) over the grayscale image, as JPEG bytes."""
     from matplotlib import colormaps
 
     base = Image.fromarray(gray).convert("RGB")
@@ -118,27 +128,28 @@ def heatmap_overlay_png(gray: np.ndarray, heat: np.ndarray) -> bytes:
     out = Image.fromarray(blended)
     out.thumbnail((768, 768))
     buffer = io.BytesIO()
-    out.save(buffer, format="PNG", optimize=True)
+    out.save(buffer, format="JPEG", quality=88)  # a picture to look at: PNG cost 10x the time
     return buffer.getvalue()
 
 
 def predict_image(source: ImageSource, loaded: LoadedModel, *, with_heatmap: bool = True) -> PredictionResult:
     """Decode, preprocess and classify one image; optionally explain the predicted class."""
     gray = load_grayscale(source)
-    array = preprocess(gray, loaded.input_size)
+    batch = preprocess(gray, loaded.input_size)[None]
+    heat = None
     started = time.perf_counter()
-    probabilities = predict_arrays(loaded, array[None])[0]
+    if with_heatmap and loaded.explain is not None:
+        raw, cam = loaded.explain(batch)
+        probabilities = apply_temperature(np.asarray(raw), loaded.temperature)[0]
+        heat = np.asarray(cam)
+    else:
+        probabilities = predict_arrays(loaded, batch)[0]
     inference_ms = (time.perf_counter() - started) * 1000.0
     index = int(np.argmax(probabilities))
-    heatmap_png = None
-    if with_heatmap:
-        heat = gradcam(loaded, array, index)
-        if heat is not None:
-            heatmap_png = heatmap_overlay_png(gray, heat)
     return PredictionResult(
         probabilities={name: float(p) for name, p in zip(loaded.class_names, probabilities, strict=True)},
         label=loaded.class_names[index],
         confidence=float(probabilities[index]),
         inference_ms=inference_ms,
-        heatmap_png=heatmap_png,
+        heatmap_jpeg=heatmap_overlay_jpeg(gray, heat) if heat is not None else None,
     )

@@ -64,7 +64,7 @@ def study_predict_task(self, study_id: int) -> str:
         model_version_id=model_version.id,
         probabilities=result.probabilities,
         inference_ms=result.inference_ms,
-        heatmap_png=result.heatmap_png,
+        heatmap_jpeg=result.heatmap_jpeg,
     )
     return "done"
 

@@ -165,12 +165,12 @@ class StudyImageApi(APIView):
 class StudyHeatmapApi(APIView):
     """The Grad-CAM overlay of the latest prediction."""
 
-    @extend_schema(responses={(200, "image/png"): bytes})
+    @extend_schema(responses={(200, "image/jpeg"): bytes})
     def get(self, request: Request, pk: int) -> FileResponse:
         prediction = study_latest_prediction(study_get_for_user(user=request.user, study_id=pk))
         if prediction is None or not prediction.heatmap:
             raise Http404("This study has no heatmap.")
-        return FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
+        return FileResponse(prediction.heatmap.open("rb"))
 
 
 class ReviewCreateApi(APIView):

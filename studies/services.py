@@ -154,7 +154,7 @@ def prediction_record(
     model_version_id: int,
     probabilities: dict[str, float],
     inference_ms: float,
-    heatmap_png: bytes | None = None,
+    heatmap_jpeg: bytes | None = None,
 ) -> Prediction:
     """Store a model's output for a study and mark it predicted; once per model version."""
     existing = Prediction.objects.filter(study=study, model_version_id=model_version_id).first()
@@ -168,8 +168,8 @@ def prediction_record(
             confidence=probabilities[label],
             inference_ms=inference_ms,
         )
-        if heatmap_png:
-            prediction.heatmap.save(f"{study.sha256}-{model_version_id}.png", ContentFile(heatmap_png), save=False)
+        if heatmap_jpeg:
+            prediction.heatmap.save(f"{study.sha256}-{model_version_id}.jpg", ContentFile(heatmap_jpeg), save=False)
         prediction.full_clean(exclude=["heatmap"])
         prediction.save()
         existing = prediction

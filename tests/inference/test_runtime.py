@@ -20,8 +20,8 @@ def test_prediction_gives_a_probability_per_class_and_a_heatmap(tiny_model_path)
     assert result.label == max(result.probabilities, key=result.probabilities.get)
     assert result.confidence == result.probabilities[result.label]
     assert result.inference_ms > 0
-    heatmap = Image.open(io.BytesIO(result.heatmap_png))
-    assert heatmap.format == "PNG" and heatmap.size == (120, 120)
+    heatmap = Image.open(io.BytesIO(result.heatmap_jpeg))
+    assert heatmap.format == "JPEG" and heatmap.size == (120, 120)
 
 
 def test_the_loader_keeps_a_model_per_version_key(tiny_model_path):
