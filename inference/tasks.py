@@ -22,7 +22,7 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 def study_predict_task(self, study_id: int) -> str:
     """Predict one study with the active model. Idempotent: a redelivery finds the prediction."""
     from inference.preprocessing import ImageDecodeError
-    from inference.services import load_model, predict_image
+    from inference.services import predict_image
     from studies.models import Prediction, Study
     from studies.services import (
         prediction_record,
@@ -31,6 +31,7 @@ def study_predict_task(self, study_id: int) -> str:
         study_mark_processing,
     )
     from training.selectors import model_version_get_active
+    from training.services import model_version_load
 
     study = Study.objects.filter(pk=study_id).first()
     if study is None:
@@ -44,14 +45,7 @@ def study_predict_task(self, study_id: int) -> str:
         return "done"
     study_mark_processing(study=study)
     try:
-        loaded = load_model(
-            model_version.artifact.path,
-            key=f"{model_version.pk}:{model_version.name}",
-            class_names=model_version.class_names,
-            input_size=model_version.input_size,
-            temperature=float(model_version.metrics.get("temperature", 1.0)),
-        )
-        result = predict_image(study.image.path, loaded)
+        result = predict_image(study.image.path, model_version_load(version=model_version))
     except ImageDecodeError as exc:
         study_mark_failed(study=study, reason=str(exc))
         return "failed"

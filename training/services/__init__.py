@@ -3,6 +3,7 @@
 from training.services.exports import snapshot_export_zip
 from training.services.registry import (
     GateDecision,
+    model_version_load,
     model_version_promote,
     model_version_register,
     promotion_decision,
@@ -12,6 +13,7 @@ from training.services.snapshots import snapshot_create
 
 __all__ = [
     "GateDecision",
+    "model_version_load",
     "model_version_promote",
     "model_version_register",
     "promotion_decision",

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
 from django.db import transaction
 
+from inference.services import LoadedModel, load_model
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
 
 
@@ -98,6 +99,17 @@ def model_version_register(
         version.artifact.delete(save=False)
         raise
     return version
+
+
+def model_version_load(*, version: ModelVersion) -> LoadedModel:
+    """The version in the inference runtime, loaded once per process and version."""
+    return load_model(
+        version.artifact.path,
+        key=f"{version.pk}:{version.name}",
+        class_names=version.class_names,
+        input_size=version.input_size,
+        temperature=float(version.metrics.get("temperature", 1.0)),
+    )
 
 
 @transaction.atomic

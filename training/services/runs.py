@@ -15,7 +15,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from inference.services import apply_temperature, load_model, predict_arrays
+from inference.services import apply_temperature, predict_arrays
 from studies.models import Review, Split
 from training.evaluation import evaluate_predictions, fit_temperature, shortcut_check
 from training.model_card import model_card_render
@@ -24,6 +24,7 @@ from training.plots import plot_confusion_matrix, plot_reliability, plot_roc, pl
 from training.selectors import model_version_get_active, snapshot_latest, training_run_in_progress
 from training.services.registry import (
     GateDecision,
+    model_version_load,
     model_version_promote,
     model_version_register,
     promotion_decision,
@@ -155,13 +156,7 @@ def _evaluate_active(active: ModelVersion, test: SplitData, class_names: list[st
     """Score the active model on the same frozen test cases as the candidate."""
     if active.class_names != class_names:
         return None
-    loaded = load_model(
-        active.artifact.path,
-        key=f"{active.pk}:{active.name}",
-        class_names=active.class_names,
-        input_size=active.input_size,
-        temperature=float(active.metrics.get("temperature", 1.0)),
-    )
+    loaded = model_version_load(version=active)
     probs = predict_arrays(loaded, load_images(test.paths, active.input_size))
     return evaluate_predictions(
         y_true=test.labels,
