@@ -59,3 +59,21 @@ def test_studies_left_queued_are_dispatched_again(active_model, settings, django
     fresh.refresh_from_db()
     assert stale.status == Study.Status.PREDICTED
     assert fresh.status == Study.Status.QUEUED
+
+
+@pytest.mark.django_db
+def test_after_a_new_version_is_activated_predictions_use_it(active_model, tiny_model_path):
+    from django.core.files import File
+
+    from tests.factories import ModelVersionFactory
+    from training.services import model_version_promote
+
+    StudyFactory()
+    study_predict_task.apply(args=[Study.objects.get().id])
+    with tiny_model_path.open("rb") as handle:
+        newer = ModelVersionFactory(artifact=File(handle, name="newer.keras"))
+    model_version_promote(model_version=newer, user=None, reason="test: roll forward")
+    later = StudyFactory()
+    study_predict_task.apply(args=[later.id])
+    assert Prediction.objects.get(study=later).model_version == newer
+    assert Prediction.objects.exclude(study=later).get().model_version == active_model

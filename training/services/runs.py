@@ -31,7 +31,7 @@ from training.services.registry import (
 )
 from training.services.snapshots import snapshot_create
 from training.tasks import training_run_execute_task
-from training.trainer import ProgressCallback, TrainConfig, embeddings, load_images, train_model
+from training.trainer import ProgressCallback, TrainConfig, TrainResult, embeddings, load_images, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -230,67 +230,25 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
             f"Not enough curated data: {len(train.paths)} training images in "
             f"{len(set(train.labels.tolist()))} classes; at least {MIN_TRAIN_IMAGES} images in 2 classes are needed."
         )
+
     recorder.log(f"Loading {len(train.paths)} train / {len(val.paths)} val / {len(test.paths)} test images")
     x_train, x_val, x_test = (load_images(d.paths, config.input_size) for d in (train, val, test))
     recorder.update(progress=0.1)
     recorder.log(f"Training {config.backbone} ({config.weights} weights) at {config.input_size}px")
     result = train_model(
-        x_train=x_train,
-        y_train=train.labels,
-        x_val=x_val,
-        y_val=val.labels,
-        config=config,
+        x_train=x_train, y_train=train.labels, x_val=x_val, y_val=val.labels, config=config,
         on_epoch_end=recorder.epoch_end,
-    )
+    )  # fmt: skip
     recorder.log(f"Stopped after {result.epochs_run} epochs; best epoch {result.best_epoch}")
     recorder.update(history=result.history, progress=0.87)
 
-    temperature = 1.0
-    if len(x_val) >= 2:
-        temperature = fit_temperature(probs=np.asarray(result.model.predict(x_val, verbose=0)), y_true=val.labels)
-    metrics: dict = {"temperature": temperature, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
-    shortcut = None
+    metrics = _evaluate_candidate(result, x_val, val, x_test, test, config)
+    recorder.log(f"Test split: accuracy {metrics.get('accuracy')}, macro AUC {metrics.get('macro_auc')}")
     active = model_version_get_active()
-    active_metrics = None
-    if len(x_test):
-        raw = np.asarray(result.model.predict(x_test, verbose=0))
-        metrics.update(
-            evaluate_predictions(
-                y_true=test.labels,
-                probs=apply_temperature(raw, temperature),
-                class_names=class_names,
-                patients=test.patients,
-                sources=test.sources,
-                bootstrap_rounds=settings.TRAINING["BOOTSTRAP_ROUNDS"],
-                seed=config.seed,
-            )
-        )
-        shortcut = shortcut_check(
-            metrics=metrics,
-            embeddings=embeddings(result.model, x_test),
-            y_true=test.labels,
-            sources=test.sources,
-            class_names=class_names,
-            seed=config.seed,
-        )
-        metrics["shortcut"] = shortcut
-        if active is not None:
-            active_metrics = _evaluate_active(active, test, class_names, seed=config.seed)
-        recorder.log(f"Test split: accuracy {metrics.get('accuracy')}, macro AUC {metrics.get('macro_auc')}")
-    else:
-        recorder.log("The test split is empty: the candidate cannot be compared on frozen cases.")
-
-    if active is None:
-        decision = promotion_decision(candidate=metrics, active=None)
-    elif not len(x_test):
-        decision = GateDecision(False, "The test split is empty; promote by hand if you trust this model.")
-    elif active_metrics is None:
-        decision = GateDecision(False, f"The active model {active.name} has other classes; promote by hand.")
-    else:
-        decision = promotion_decision(candidate=metrics, active=active_metrics)
+    active_metrics = _evaluate_active(active, test, class_names, seed=config.seed) if active and test.paths else None
+    decision = _gate(metrics, active, active_metrics, has_test=bool(test.paths))
     recorder.log(f"Gate: {'promote' if decision.promote else 'keep as candidate'}: {decision.reason}")
 
-    name = f"{config.backbone}-{timezone.now():%Y%m%d-%H%M%S}-run{run.pk}"
     comparison = None
     if active is not None:
         comparison = {
@@ -299,17 +257,83 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
             "promoted": decision.promote,
             "reason": decision.reason,
         }
+    version = _register(run, result, config, snapshot, metrics, comparison, decision)
+    plots = _save_plots(run, result.history, metrics, class_names) if test.paths else {}
+    recorder.log(f"Registered {version.name}")
+    recorder.update(
+        status=TrainingRun.Status.SUCCEEDED,
+        progress=1.0,
+        metrics=metrics,
+        plots=plots,
+        model_version=version,
+        finished_at=timezone.now(),
+    )
+
+
+def _evaluate_candidate(
+    result: TrainResult, x_val: np.ndarray, val: SplitData, x_test: np.ndarray, test: SplitData, config: TrainConfig
+) -> dict:
+    """Temperature from validation; every metric, and the shortcut check, on the frozen test split."""
+    temperature = 1.0
+    if len(x_val) >= 2:
+        temperature = fit_temperature(probs=np.asarray(result.model.predict(x_val, verbose=0)), y_true=val.labels)
+    metrics: dict = {"temperature": temperature, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+    if not len(x_test):
+        return metrics
+    raw = np.asarray(result.model.predict(x_test, verbose=0))
+    metrics.update(
+        evaluate_predictions(
+            y_true=test.labels,
+            probs=apply_temperature(raw, temperature),
+            class_names=list(config.class_names),
+            patients=test.patients,
+            sources=test.sources,
+            bootstrap_rounds=settings.TRAINING["BOOTSTRAP_ROUNDS"],
+            seed=config.seed,
+        )
+    )
+    metrics["shortcut"] = shortcut_check(
+        metrics=metrics,
+        embeddings=embeddings(result.model, x_test),
+        y_true=test.labels,
+        sources=test.sources,
+        class_names=list(config.class_names),
+        seed=config.seed,
+    )
+    return metrics
+
+
+def _gate(metrics: dict, active: ModelVersion | None, active_metrics: dict | None, *, has_test: bool) -> GateDecision:
+    if active is None:
+        return promotion_decision(candidate=metrics, active=None)
+    if not has_test:
+        return GateDecision(False, "The test split is empty; promote by hand if you trust this model.")
+    if active_metrics is None:
+        return GateDecision(False, f"The active model {active.name} has other classes; promote by hand.")
+    return promotion_decision(candidate=metrics, active=active_metrics)
+
+
+def _register(
+    run: TrainingRun,
+    result: TrainResult,
+    config: TrainConfig,
+    snapshot: DatasetSnapshot,
+    metrics: dict,
+    comparison: dict | None,
+    decision: GateDecision,
+) -> ModelVersion:
+    """Save the artifact and model card as a version; activate it when the gate allows."""
+    name = f"{config.backbone}-{timezone.now():%Y%m%d-%H%M%S}-run{run.pk}"
     card = model_card_render(
         name=name,
         architecture=config.backbone,
         hyperparameters=config.as_dict(),
         snapshot={"id": snapshot.pk, "content_hash": snapshot.content_hash, "counts": snapshot.counts},
         metrics=metrics,
-        shortcut=shortcut,
+        shortcut=metrics.get("shortcut"),
         comparison=comparison,
         reproduce=_reproduce_text(config, snapshot),
     )
-    plots = _save_plots(run, result.history, metrics, class_names) if len(x_test) else {}
     with tempfile.TemporaryDirectory() as folder:
         artifact = Path(folder) / "model.keras"
         result.model.save(artifact)
@@ -317,7 +341,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
             name=name,
             artifact_path=artifact,
             architecture=config.backbone,
-            class_names=class_names,
+            class_names=list(config.class_names),
             input_size=config.input_size,
             metrics={**metrics, "active_comparison": comparison},
             hyperparameters=config.as_dict(),
@@ -328,15 +352,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     version.save(update_fields=["gate_decision"])
     if decision.promote:
         model_version_promote(model_version=version, user=run.triggered_by, reason=f"Promotion gate: {decision.reason}")
-    recorder.log(f"Registered {name}")
-    recorder.update(
-        status=TrainingRun.Status.SUCCEEDED,
-        progress=1.0,
-        metrics=metrics,
-        plots=plots,
-        model_version=version,
-        finished_at=timezone.now(),
-    )
+    return version
 
 
 def new_reviews_since_last_snapshot() -> int:
