@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from celery.signals import worker_process_init
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
@@ -69,3 +70,18 @@ def requeue_stale_studies_task() -> int:
     from studies.services import studies_requeue_stale
 
     return studies_requeue_stale(older_than_seconds=settings.REQUEUE_AFTER_SECONDS)
+
+
+@worker_process_init.connect
+def warm_up_worker_process(**kwargs: object) -> None:
+    """Load TensorFlow and the active model as a worker process starts, so the first
+    study after a (re)start waits no longer than the others."""
+    from training.selectors import model_version_get_active
+    from training.services import model_version_load
+
+    try:
+        version = model_version_get_active()
+        if version is not None:
+            model_version_load(version=version)
+    except Exception:  # a cold start is slower, never broken: the task loads the model itself
+        logger.warning("Could not preload the active model", exc_info=True)
