@@ -84,9 +84,10 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 
 
 def predict_arrays(loaded: LoadedModel, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """(N, S, S, 3) preprocessed images → (N, classes) calibrated probabilities."""
+    """(N, S, S, 3) preprocessed images (uint8 or float) → (N, classes) calibrated probabilities."""
     outputs = [
-        np.asarray(loaded.forward(batch[start : start + batch_size])) for start in range(0, len(batch), batch_size)
+        np.asarray(loaded.forward(batch[start : start + batch_size].astype(np.float32, copy=False)))
+        for start in range(0, len(batch), batch_size)
     ]
     probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.class_names)))
     return apply_temperature(probabilities, loaded.temperature)

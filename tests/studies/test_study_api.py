@@ -126,3 +126,11 @@ def test_openapi_schema_and_docs_are_served(api_client, reviewer_user):
     for path in ("/api/studies/", "/api/studies/{id}/reviews/", "/api/models/active/", "/api/training-runs/"):
         assert path in paths
     assert api_client.get("/api/docs/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_openapi_schema_validates_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert "/api/studies/{id}/reviews/" in (tmp_path / "schema.yaml").read_text()

@@ -31,7 +31,15 @@ from training.services.registry import (
 )
 from training.services.snapshots import snapshot_create
 from training.tasks import training_run_execute_task
-from training.trainer import ProgressCallback, TrainConfig, TrainResult, embeddings, load_images, train_model
+from training.trainer import (
+    ProgressCallback,
+    TrainConfig,
+    TrainResult,
+    embeddings,
+    load_images,
+    predict_batches,
+    train_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -276,11 +284,11 @@ def _evaluate_candidate(
     """Temperature from validation; every metric, and the shortcut check, on the frozen test split."""
     temperature = 1.0
     if len(x_val) >= 2:
-        temperature = fit_temperature(probs=np.asarray(result.model.predict(x_val, verbose=0)), y_true=val.labels)
+        temperature = fit_temperature(probs=predict_batches(result.model, x_val), y_true=val.labels)
     metrics: dict = {"temperature": temperature, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
     if not len(x_test):
         return metrics
-    raw = np.asarray(result.model.predict(x_test, verbose=0))
+    raw = predict_batches(result.model, x_test)
     metrics.update(
         evaluate_predictions(
             y_true=test.labels,
