@@ -73,6 +73,8 @@ def _decode_pillow(data: bytes) -> np.ndarray:
             return np.asarray(image.convert("L"))
     except ImageDecodeError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError("Image is too large (more than 80 megapixels).") from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("Not a readable PNG or JPEG image: the file is not an image we recognise.") from exc
     except (OSError, SyntaxError, ValueError) as exc:

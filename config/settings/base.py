@@ -124,6 +124,8 @@ SPECTACULAR_SETTINGS = {
     "training. Research use only: nothing here is a diagnostic device.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The description of the API is public; every endpoint it describes still needs a login.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
 
 # Celery. Embedded default: the filesystem transport under var/broker, no server needed.

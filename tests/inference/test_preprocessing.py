@@ -73,3 +73,18 @@ def test_gif_is_refused_with_the_supported_formats_named():
     Image.fromarray(xray_array(size=96)).save(buffer, format="GIF")
     with pytest.raises(ImageDecodeError, match="upload PNG, JPEG or DICOM"):
         load_grayscale(buffer.getvalue())
+
+
+def test_a_png_claiming_a_huge_size_is_refused_without_decoding_it():
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    bomb = (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    )
+    with pytest.raises(ImageDecodeError, match="too large"):
+        load_grayscale(bomb)
