@@ -133,7 +133,7 @@ def train_model(
     monitor = "val_loss" if has_val else "loss"
     callbacks: list[Any] = [
         keras.callbacks.EarlyStopping(monitor=monitor, patience=config.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 2)),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, config.patience // 3)),
     ]
     if on_epoch_end is not None:
         callbacks.append(

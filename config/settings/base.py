@@ -160,10 +160,10 @@ TRAINING = {
     # "none", "imagenet" (needs network access) or a path to a local weights file.
     "WEIGHTS": env("TRAINING_WEIGHTS", default="none"),
     "INPUT_SIZE": env.int("TRAINING_INPUT_SIZE", default=128),
-    "EPOCHS": env.int("TRAINING_EPOCHS", default=30),
+    "EPOCHS": env.int("TRAINING_EPOCHS", default=40),
     "BATCH_SIZE": env.int("TRAINING_BATCH_SIZE", default=16),
     "LEARNING_RATE": env.float("TRAINING_LEARNING_RATE", default=1e-3),
-    "PATIENCE": env.int("TRAINING_PATIENCE", default=6),
+    "PATIENCE": env.int("TRAINING_PATIENCE", default=10),
     "SEED": env.int("TRAINING_SEED", default=1337),
     # Patient-level split fractions; a patient keeps its split forever once assigned.
     "VAL_FRACTION": env.float("TRAINING_VAL_FRACTION", default=0.15),

@@ -203,7 +203,7 @@ def _reproduce_text(config: TrainConfig, snapshot: DatasetSnapshot) -> str:
         f"TRAINING_BACKBONE={config.backbone} TRAINING_WEIGHTS={config.weights} "
         f"TRAINING_INPUT_SIZE={config.input_size} TRAINING_EPOCHS={config.epochs} "
         f"TRAINING_BATCH_SIZE={config.batch_size} TRAINING_LEARNING_RATE={config.learning_rate} "
-        f"TRAINING_SEED={config.seed} python manage.py train"
+        f"TRAINING_PATIENCE={config.patience} TRAINING_SEED={config.seed} python manage.py train"
     )
 
 
