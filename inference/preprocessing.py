@@ -116,10 +116,10 @@ def load_and_preprocess(source: ImageSource, size: int) -> np.ndarray:
     return preprocess(load_grayscale(source), size)
 
 
-def display_png(source: ImageSource, max_side: int = 2048) -> bytes:
-    """An 8-bit PNG rendition for browsers (DICOM files cannot be shown as they are)."""
+def display_image(source: ImageSource, *, max_side: int = 2048, image_format: str = "PNG") -> bytes:
+    """An 8-bit rendition for browsers: DICOM files cannot be shown as they are, and lists need thumbnails."""
     image = Image.fromarray(load_grayscale(source))
     image.thumbnail((max_side, max_side))
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format=image_format)
     return buffer.getvalue()

@@ -179,7 +179,7 @@ class StudyAdmin(admin.ModelAdmin):
         return format_html(
             '<img src="{}" width="{}" alt="Study {}" loading="lazy" style="max-height:{}px;object-fit:contain;'
             'background:#111;border-radius:4px">',
-            reverse("api:study-image", kwargs={"pk": study.pk}),
+            f"{reverse('api:study-image', kwargs={'pk': study.pk})}?size={2 * size}",
             size,
             study.pk,
             size,

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import reverse
+from django.utils.cache import patch_cache_control
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -12,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference.preprocessing import display_png
+from inference.preprocessing import display_image
 from studies.models import Label, Study
 from studies.permissions import CanUpload, IsReviewer
 from studies.selectors import study_get_for_user, study_latest_prediction, study_list
@@ -152,14 +153,33 @@ class StudyDetailApi(APIView):
 
 
 class StudyImageApi(APIView):
-    """The uploaded image, to users allowed to see the study (never a public media URL)."""
+    """The uploaded image, to users allowed to see the study (never a public media URL).
 
-    @extend_schema(responses={(200, "image/*"): bytes})
+    ``?size=N`` returns a JPEG thumbnail whose longer side is at most N pixels; DICOM files
+    are rendered as PNG, as browsers cannot show them."""
+
+    class ParamsSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "StudyImageParams"
+
+        size = serializers.IntegerField(required=False, min_value=16, max_value=2048)
+
+    @extend_schema(parameters=[ParamsSerializer], responses={(200, "image/*"): bytes})
     def get(self, request: Request, pk: int) -> HttpResponse:
+        params = self.ParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
-        if study.image.name.endswith(".dcm"):
-            return HttpResponse(display_png(study.image.path), content_type="image/png")
-        return FileResponse(study.image.open("rb"))
+        size = params.validated_data.get("size")
+        if size:
+            response = HttpResponse(
+                display_image(study.image.path, max_side=size, image_format="JPEG"), content_type="image/jpeg"
+            )
+        elif study.image.name.endswith(".dcm"):
+            response = HttpResponse(display_image(study.image.path), content_type="image/png")
+        else:
+            response = FileResponse(study.image.open("rb"))
+        patch_cache_control(response, private=True, max_age=24 * 3600)  # a study's image never changes
+        return response
 
 
 class StudyHeatmapApi(APIView):

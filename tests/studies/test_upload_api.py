@@ -175,3 +175,18 @@ def test_dicom_upload_is_predicted_and_served_to_browsers_as_png(
     assert api_client.get(f"{URL}{study_id}/").json()["status"] == "predicted"
     image = api_client.get(f"{URL}{study_id}/image/")
     assert image["Content-Type"] == "image/png" and image.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.django_db
+def test_a_thumbnail_rendition_is_served_at_the_requested_size(api_client, uploader_user):
+    import io
+
+    from PIL import Image
+
+    api_client.force_authenticate(uploader_user)
+    study_id = _upload(api_client, png_bytes(size=400)).json()["id"]
+    response = api_client.get(f"{URL}{study_id}/image/?size=100")
+    assert response["Content-Type"] == "image/jpeg"
+    assert "private" in response["Cache-Control"]
+    assert Image.open(io.BytesIO(response.content)).size == (100, 100)
+    assert api_client.get(f"{URL}{study_id}/image/?size=abc").status_code == 400
