@@ -17,6 +17,7 @@ from PIL import Image
 from inference.preprocessing import ImageSource, load_grayscale, preprocess
 
 LAST_CONV_LAYER = "last_conv"
+PROBABILITY_FLOOR = 1e-7  # log(0) guard when softmax outputs are turned back into logits
 _CACHE_SIZE = 2
 
 
@@ -77,7 +78,7 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     """Rescale softmax outputs by a temperature fitted on validation data."""
     if temperature == 1.0:
         return probabilities
-    logits = np.log(np.clip(probabilities, 1e-7, 1.0)) / temperature
+    logits = np.log(np.clip(probabilities, PROBABILITY_FLOOR, 1.0)) / temperature
     logits -= logits.max(axis=-1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=-1, keepdims=True)

@@ -8,8 +8,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from studies.models import Label, Patient, Prediction, Review, Study
-from studies.selectors import study_annotate, study_latest_prediction
-from studies.services import review_submit, study_requeue
+from studies.selectors import study_annotate_labels
+from studies.services import review_confirm, review_submit, study_requeue
 
 THUMBNAIL_PX = 64
 PREVIEW_PX = 360
@@ -64,13 +64,13 @@ def _report(
 
 @admin.action(description="Confirm prediction")
 def confirm_prediction(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
-    def confirm(study: Study) -> None:
-        prediction = study_latest_prediction(study)
-        if prediction is None:
-            raise ValidationError("This study has no prediction yet; it can be reviewed once predicted.")
-        review_submit(study=study, reviewer=request.user, label=prediction.label)
-
-    _report(modeladmin, request, queryset, confirm, "Prediction confirmed")
+    _report(
+        modeladmin,
+        request,
+        queryset,
+        lambda study: review_confirm(study=study, reviewer=request.user),
+        "Prediction confirmed",
+    )
 
 
 def _set_label_action(label: Label) -> Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Study]], None]:
@@ -170,7 +170,7 @@ class StudyAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Study]:
-        return study_annotate(super().get_queryset(request))
+        return study_annotate_labels(super().get_queryset(request)).select_related("patient")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # studies come in through the upload API, which checks the image

@@ -116,7 +116,7 @@ class StudyListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        queryset = study_list(user=request.user, filters=request.query_params)
+        queryset = study_list(user=request.user, filters=filters.validated_data)
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(

@@ -14,4 +14,4 @@ class CanUpload(BasePermission):
     message = "Only uploaders, reviewers or staff may upload studies."
 
     def has_permission(self, request, view) -> bool:
-        return request.method not in ("POST",) or user_can_upload(request.user)
+        return request.method != "POST" or user_can_upload(request.user)

@@ -1,12 +1,10 @@
 """Reads for studies; access rules live here once."""
 
-import django_filters
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 
-from studies.models import Label, Prediction, Review, Study
+from studies.models import Prediction, Review, Study
 
 
 def user_is_reviewer(user: AbstractBaseUser) -> bool:
@@ -19,17 +17,23 @@ def user_can_upload(user: AbstractBaseUser) -> bool:
     )
 
 
-def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
+def study_annotate_labels(queryset: QuerySet[Study]) -> QuerySet[Study]:
+    """Add final_label (the latest review), is_reviewed, predicted_label and predicted_confidence."""
     latest_review = Review.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id")
     latest_prediction = Prediction.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id")
+    return queryset.annotate(
+        final_label=Subquery(latest_review.values("label")[:1]),
+        is_reviewed=Exists(latest_review),
+        predicted_label=Subquery(latest_prediction.values("label")[:1]),
+        predicted_confidence=Subquery(latest_prediction.values("confidence")[:1]),
+    )
+
+
+def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
+    """The labels plus everything a study's page or JSON shows, fetched up front."""
     return (
-        queryset.select_related("patient", "uploaded_by")
-        .annotate(
-            final_label=Subquery(latest_review.values("label")[:1]),
-            is_reviewed=Exists(latest_review),
-            predicted_label=Subquery(latest_prediction.values("label")[:1]),
-            predicted_confidence=Subquery(latest_prediction.values("confidence")[:1]),
-        )
+        study_annotate_labels(queryset)
+        .select_related("patient", "uploaded_by")
         .prefetch_related(
             Prefetch("predictions", queryset=Prediction.objects.select_related("model_version")),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
@@ -45,25 +49,20 @@ def study_visible_queryset(*, user: AbstractBaseUser) -> QuerySet[Study]:
     return study_annotate(queryset)
 
 
-class StudyFilter(django_filters.FilterSet):
-    status = django_filters.ChoiceFilter(choices=Study.Status.choices)
-    reviewed = django_filters.BooleanFilter(field_name="is_reviewed")
-    label = django_filters.ChoiceFilter(
-        field_name="final_label", choices=Label.choices, help_text="The reviewed (final) label."
-    )
-    predicted_label = django_filters.ChoiceFilter(choices=Label.choices, help_text="The latest predicted label.")
-    source = django_filters.CharFilter()
-
-    class Meta:
-        model = Study
-        fields = ["status", "source"]
+# Validated filter values (StudyListCreateApi.FilterSerializer) → the lookups they stand for.
+STUDY_FILTER_LOOKUPS = {
+    "status": "status",
+    "reviewed": "is_reviewed",
+    "label": "final_label",
+    "predicted_label": "predicted_label",
+    "source": "source",
+}
 
 
 def study_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Study]:
-    filterset = StudyFilter(filters or {}, queryset=study_visible_queryset(user=user))
-    if not filterset.is_valid():
-        raise ValidationError({field: list(errors) for field, errors in filterset.errors.items()})
-    return filterset.qs
+    """The studies a user may see, narrowed by validated filters; a None value means any."""
+    lookups = {STUDY_FILTER_LOOKUPS[key]: value for key, value in (filters or {}).items() if value is not None}
+    return study_visible_queryset(user=user).filter(**lookups)
 
 
 def study_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:

@@ -15,6 +15,7 @@ from django.utils import timezone
 from inference.preprocessing import ImageDecodeError, load_grayscale
 from inference.tasks import study_predict_task
 from studies.models import Label, Patient, Prediction, Review, Study
+from studies.selectors import study_latest_prediction
 
 
 @dataclass(frozen=True)
@@ -189,12 +190,24 @@ def review_submit(*, study: Study, reviewer: AbstractBaseUser, label: str, comme
     """A reviewer confirms or corrects a prediction; the latest review is the study's label."""
     if label not in Label.values:
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
-    if not study.predictions.exists():
-        raise ValidationError({"study": "This study has no prediction yet; it can be reviewed once predicted."})
+    _prediction_to_review(study)
     review = Review(study=study, reviewer=reviewer, label=label, comment=comment.strip())
     review.full_clean()
     review.save()
     return review
+
+
+def review_confirm(*, study: Study, reviewer: AbstractBaseUser, comment: str = "") -> Review:
+    """A reviewer agrees with the latest prediction."""
+    return review_submit(study=study, reviewer=reviewer, label=_prediction_to_review(study).label, comment=comment)
+
+
+def _prediction_to_review(study: Study) -> Prediction:
+    """Reviews confirm or correct a prediction: a study without one cannot be reviewed yet."""
+    prediction = study_latest_prediction(study)
+    if prediction is None:
+        raise ValidationError({"study": "This study has no prediction yet; it can be reviewed once predicted."})
+    return prediction
 
 
 def studies_requeue_stale(*, older_than_seconds: int) -> int:

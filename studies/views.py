@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from studies.apis import StudyListCreateApi
 from studies.models import Label, Study
 from studies.selectors import (
     review_queue_list,
@@ -47,12 +48,12 @@ def _error_messages(request: HttpRequest, error: ValidationError) -> None:
 @login_required
 def study_list_view(request: HttpRequest) -> HttpResponse:
     filters = {key: request.GET[key] for key in LIST_FILTERS if request.GET.get(key)}
-    try:
-        studies = study_list(user=request.user, filters=filters)
-    except ValidationError as error:
-        _error_messages(request, error)
+    validated = StudyListCreateApi.FilterSerializer(data=filters)
+    if not validated.is_valid():
+        for field, errors in validated.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
         filters = {}
-        studies = study_list(user=request.user)
+    studies = study_list(user=request.user, filters=validated.validated_data)  # empty when invalid
     page = Paginator(studies, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)

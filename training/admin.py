@@ -28,15 +28,10 @@ def activate(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Query
         modeladmin.message_user(request, "Select exactly one model version to activate.", level=messages.ERROR)
         return
     version = queryset.get()
-    try:
-        model_version_promote(
-            model_version=version, user=request.user, reason=f"admin action by {request.user.get_username()}"
-        )
-    except ValidationError as error:
-        for text in error.messages:
-            modeladmin.message_user(request, text, level=messages.ERROR)
-    else:
-        modeladmin.message_user(request, f"{version} is now the active model.")
+    model_version_promote(
+        model_version=version, user=request.user, reason=f"admin action by {request.user.get_username()}"
+    )
+    modeladmin.message_user(request, f"{version} is now the active model.")
 
 
 @admin.register(ModelVersion)

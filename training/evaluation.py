@@ -12,12 +12,13 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from inference.services import PROBABILITY_FLOOR  # the same clip as apply_temperature, which applies T
+
 COVID = "covid"
 MAX_FPR = 0.05  # specificity >= 0.95
 CI_PERCENTILES = (2.5, 97.5)
 ROC_MAX_POINTS = 100
 RATES = ("sensitivity", "specificity", "ppv", "npv")
-PROBS_EPSILON = 1e-7  # the clip of inference.services.apply_temperature, which applies the fitted T
 
 AUC_DROP_WITHIN_SOURCE = 0.15
 MIN_SOURCE_IMAGES = 10
@@ -293,7 +294,7 @@ def _ece(count: np.ndarray, confidence: np.ndarray, accuracy: np.ndarray) -> flo
 
 def _tempered_log_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
     """log softmax(log(clip(p)) / T)."""
-    return log_softmax(np.log(np.clip(probs, PROBS_EPSILON, 1.0)) / temperature, axis=1)
+    return log_softmax(np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)) / temperature, axis=1)
 
 
 def _source_metrics(y_true: np.ndarray, probs: np.ndarray, in_source: np.ndarray, class_names: list[str]) -> dict:

@@ -129,15 +129,10 @@ def training_run_create_view(request: HttpRequest) -> HttpResponse:
 def model_version_activate_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_staff(request)
     version = get_object_or_404(model_version_list(), pk=pk)
-    try:
-        model_version_promote(
-            model_version=version,
-            user=request.user,
-            reason=f"manual activation from web UI by {request.user.get_username()}",
-        )
-    except ValidationError as error:
-        for text in error.messages:
-            messages.error(request, text)
-    else:
-        messages.success(request, f"{version.name} is now the active model.")
+    model_version_promote(
+        model_version=version,
+        user=request.user,
+        reason=f"manual activation from web UI by {request.user.get_username()}",
+    )
+    messages.success(request, f"{version.name} is now the active model.")
     return redirect("training:models")

@@ -160,12 +160,15 @@ def _split_data(snapshot: DatasetSnapshot, split: str, class_names: list[str]) -
     )
 
 
-def _evaluate_active(active: ModelVersion, test: SplitData, class_names: list[str], *, seed: int) -> dict | None:
-    """Score the active model on the same frozen test cases as the candidate."""
+def _evaluate_active(
+    active: ModelVersion, test: SplitData, x_test: np.ndarray, class_names: list[str], *, seed: int
+) -> dict | None:
+    """Score the active model on the same frozen test cases as the candidate (``x_test``, decoded
+    at the candidate's size, is reused when the active model takes the same size)."""
     if active.class_names != class_names:
         return None
-    loaded = model_version_load(version=active)
-    probs = predict_arrays(loaded, load_images(test.paths, active.input_size))
+    images = x_test if x_test.shape[1] == active.input_size else load_images(test.paths, active.input_size)
+    probs = predict_arrays(model_version_load(version=active), images)
     return evaluate_predictions(
         y_true=test.labels,
         probs=probs,
@@ -253,7 +256,9 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     metrics = _evaluate_candidate(result, x_val, val, x_test, test, config)
     recorder.log(f"Test split: accuracy {metrics.get('accuracy')}, macro AUC {metrics.get('macro_auc')}")
     active = model_version_get_active()
-    active_metrics = _evaluate_active(active, test, class_names, seed=config.seed) if active and test.paths else None
+    active_metrics = (
+        _evaluate_active(active, test, x_test, class_names, seed=config.seed) if active and test.paths else None
+    )
     decision = _gate(metrics, active, active_metrics, has_test=bool(test.paths))
     recorder.log(f"Gate: {'promote' if decision.promote else 'keep as candidate'}: {decision.reason}")
 

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from studies.models import Patient, Review, Split, Study
-from studies.selectors import study_annotate
+from studies.selectors import study_annotate_labels
 from training.models import DatasetSnapshot, SnapshotItem
 
 
@@ -63,7 +63,7 @@ def snapshot_create(*, user: AbstractBaseUser | None = None) -> DatasetSnapshot:
     A study whose image duplicates an earlier one (same sha256) is left out, so the
     same image never sits in two splits.
     """
-    reviewed = study_annotate(Study.objects.filter(reviews__isnull=False).distinct()).order_by("id")
+    reviewed = study_annotate_labels(Study.objects.all()).filter(is_reviewed=True).order_by("id")
     seen: set[str] = set()
     studies = []
     for study in reviewed:
