@@ -13,9 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference.preprocessing import ImageDecodeError, load_grayscale
-from inference.tasks import study_predict_task
 from studies.models import Label, Patient, Prediction, Review, Study
 from studies.selectors import study_latest_prediction
+from studies.tasks import study_predict_task
 
 
 @dataclass(frozen=True)

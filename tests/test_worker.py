@@ -15,8 +15,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from config.celery import app
-from inference.tasks import study_predict_task
 from studies.models import Study
+from studies.tasks import study_predict_task
 from tests.conftest import CI, redis_available
 from tests.images import png_bytes
 

@@ -1,4 +1,6 @@
-"""Celery tasks of the inference queue: fetch rows, call services, decide on retries."""
+"""Celery tasks of the inference queue (the prediction task glues the model runtime to the rows).
+
+Registered names stay "inference.*": they are the wire contract with queued messages and the beat schedule."""
 
 import logging
 

@@ -3,8 +3,8 @@
 import pytest
 from django.utils import timezone
 
-from inference.tasks import requeue_stale_studies_task, study_predict_task
 from studies.models import Prediction, Study
+from studies.tasks import requeue_stale_studies_task, study_predict_task
 from tests.factories import StudyFactory
 
 
