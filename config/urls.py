@@ -21,6 +21,7 @@ api_patterns = [
     path("studies/<int:pk>/reviews/", study_apis.ReviewCreateApi.as_view(), name="study-review-create"),
     path("models/", training_apis.ModelVersionListApi.as_view(), name="model-list"),
     path("models/active/", training_apis.ModelVersionActiveApi.as_view(), name="model-active"),
+    path("models/agreement/", training_apis.ModelAgreementApi.as_view(), name="model-agreement"),
     path("models/<int:pk>/", training_apis.ModelVersionDetailApi.as_view(), name="model-detail"),
     path("models/<int:pk>/promote/", training_apis.ModelVersionPromoteApi.as_view(), name="model-promote"),
     path("training-runs/", training_apis.TrainingRunListCreateApi.as_view(), name="training-run-list"),

@@ -22,12 +22,58 @@ _CACHE_SIZE = 2
 
 
 @dataclass(frozen=True)
+class DecisionRule:
+    """How softmax outputs become the deployed answer, fitted on validation data.
+
+    Adjusted probabilities are softmax(log(p) / temperature + bias), with the site's own bias when it
+    has one (a prior / label-shift correction for that hospital) and the global bias otherwise; the
+    decided label is their argmax. The same rule is evaluated on the test split and deployed."""
+
+    temperature: float = 1.0
+    bias: tuple[float, ...] = ()
+    site_bias: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "DecisionRule":
+        data = data or {}
+        return cls(
+            temperature=float(data.get("temperature", 1.0)),
+            bias=tuple(float(b) for b in data.get("bias", ())),
+            site_bias={site: tuple(float(b) for b in bias) for site, bias in (data.get("site_bias") or {}).items()},
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "temperature": self.temperature,
+            "bias": list(self.bias),
+            "site_bias": {site: list(bias) for site, bias in sorted(self.site_bias.items())},
+        }
+
+    def bias_for(self, site: str) -> tuple[float, ...]:
+        return self.site_bias.get(site, self.bias)
+
+    def adjust(self, probabilities: np.ndarray, sites: list[str] | None = None) -> np.ndarray:
+        """(N, C) softmax outputs → (N, C) adjusted probabilities, each row with its site's bias."""
+        logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), PROBABILITY_FLOOR, 1.0))
+        logits = logits / self.temperature
+        n, c = logits.shape
+        zero = (0.0,) * c
+        if sites is None:
+            logits = logits + np.asarray(self.bias or zero)
+        else:
+            logits = logits + np.asarray([self.bias_for(site) or zero for site in sites]).reshape(n, c)
+        logits -= logits.max(axis=-1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     key: str
     model: Any = field(repr=False)
     class_names: tuple[str, ...]
     input_size: int
-    temperature: float = 1.0
+    decision: DecisionRule = field(default_factory=DecisionRule)
     # Compiled once per model: images → probabilities, and images → (probabilities, Grad-CAM).
     forward: Any = field(default=None, repr=False)
     explain: Any = field(default=None, repr=False)
@@ -47,7 +93,7 @@ _cache_lock = threading.Lock()
 
 
 def load_model(
-    path: str, *, key: str, class_names: list[str], input_size: int, temperature: float = 1.0
+    path: str, *, key: str, class_names: list[str], input_size: int, decision: DecisionRule | None = None
 ) -> LoadedModel:
     """Load a .keras artifact once per process; ``key`` names the model version."""
     with _cache_lock:
@@ -63,7 +109,7 @@ def load_model(
         model=model,
         class_names=tuple(class_names),
         input_size=input_size,
-        temperature=temperature,
+        decision=decision or DecisionRule(),
         forward=tf.function(lambda images: model(images, training=False), reduce_retracing=True),
         explain=_explainer(model),
     )
@@ -74,24 +120,19 @@ def load_model(
     return loaded
 
 
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """Rescale softmax outputs by a temperature fitted on validation data."""
-    if temperature == 1.0:
-        return probabilities
-    logits = np.log(np.clip(probabilities, PROBABILITY_FLOOR, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=-1, keepdims=True)
+def predict_arrays(loaded: LoadedModel, batch: np.ndarray, *, sites: list[str] | None = None) -> np.ndarray:
+    """(N, S, S, 3) preprocessed images (uint8 or float) → (N, classes) adjusted probabilities
+    (the deployed decision rule; ``sites`` gives each image's site for its own bias)."""
+    return loaded.decision.adjust(predict_raw(loaded, batch), sites)
 
 
-def predict_arrays(loaded: LoadedModel, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """(N, S, S, 3) preprocessed images (uint8 or float) → (N, classes) calibrated probabilities."""
+def predict_raw(loaded: LoadedModel, batch: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """The network's softmax outputs, before the decision rule."""
     outputs = [
         np.asarray(loaded.forward(batch[start : start + batch_size].astype(np.float32, copy=False)))
         for start in range(0, len(batch), batch_size)
     ]
-    probabilities = np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.class_names)))
-    return apply_temperature(probabilities, loaded.temperature)
+    return np.concatenate(outputs) if outputs else np.zeros((0, len(loaded.class_names)))
 
 
 def _explainer(model: Any) -> Any:
@@ -134,18 +175,21 @@ def heatmap_overlay_jpeg(gray: np.ndarray, heat: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def predict_image(source: ImageSource, loaded: LoadedModel, *, with_heatmap: bool = True) -> PredictionResult:
-    """Decode, preprocess and classify one image; optionally explain the predicted class."""
+def predict_image(
+    source: ImageSource, loaded: LoadedModel, *, site: str = "", with_heatmap: bool = True
+) -> PredictionResult:
+    """Decode, preprocess and classify one image from ``site`` with the deployed decision rule;
+    optionally explain the network's top class."""
     gray = load_grayscale(source)
     batch = preprocess(gray, loaded.input_size)[None]
     heat = None
     started = time.perf_counter()
     if with_heatmap and loaded.explain is not None:
         raw, cam = loaded.explain(batch)
-        probabilities = apply_temperature(np.asarray(raw), loaded.temperature)[0]
+        probabilities = loaded.decision.adjust(np.asarray(raw), [site])[0]
         heat = np.asarray(cam)
     else:
-        probabilities = predict_arrays(loaded, batch)[0]
+        probabilities = predict_arrays(loaded, batch, sites=[site])[0]
     inference_ms = (time.perf_counter() - started) * 1000.0
     index = int(np.argmax(probabilities))
     return PredictionResult(

@@ -1,8 +1,11 @@
 """Reads for studies; access rules live here once."""
 
+from datetime import datetime, timedelta
+
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Exists, Min, OuterRef, Prefetch, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 
 from studies.models import Prediction, Review, Study
 
@@ -81,3 +84,78 @@ def review_queue_list(*, user: AbstractBaseUser) -> QuerySet[Study]:
 def study_latest_prediction(study: Study) -> Prediction | None:
     predictions = list(study.predictions.all())
     return max(predictions, key=lambda p: (p.created_at, p.id)) if predictions else None
+
+
+def _first_reviews(*, after_review_id: int = 0, since: datetime | None = None) -> list[Review]:
+    """Each study's first review (a re-review never counts twice), newest first."""
+    first_ids = Review.objects.values("study").annotate(first=Min("id")).values("first")
+    reviews = Review.objects.filter(id__in=Subquery(first_ids), id__gt=after_review_id)
+    if since is not None:
+        reviews = reviews.filter(created_at__gte=since)
+    return list(reviews.select_related("study").order_by("-id"))
+
+
+def _answer_at_review(reviews: list[Review]) -> dict[int, Prediction]:
+    """The prediction each review saw: the study's latest prediction made before the review."""
+    predictions: dict[int, list[Prediction]] = {}
+    for prediction in Prediction.objects.filter(study_id__in=[r.study_id for r in reviews]).select_related(
+        "model_version"
+    ):
+        predictions.setdefault(prediction.study_id, []).append(prediction)
+    answers = {}
+    for review in reviews:
+        before = [p for p in predictions.get(review.study_id, []) if p.created_at <= review.created_at]
+        if before:
+            answers[review.pk] = max(before, key=lambda p: (p.created_at, p.id))
+    return answers
+
+
+def studies_newly_reviewed_count(*, after_review_id: int) -> int:
+    """Distinct studies whose first review came after ``after_review_id``."""
+    return Review.objects.values("study").annotate(first=Min("id")).filter(first__gt=after_review_id).count()
+
+
+def review_corrections_by_source(*, after_review_id: int, last: int) -> dict[str, tuple[int, int]]:
+    """Per source: (corrected, reviewed) over the latest ``last`` first reviews of predicted studies."""
+    reviews = _first_reviews(after_review_id=after_review_id)
+    answers = _answer_at_review(reviews)
+    result: dict[str, tuple[int, int]] = {}
+    for review in reviews:
+        prediction = answers.get(review.pk)
+        source = review.study.source or "unknown"
+        if prediction is None or result.get(source, (0, 0))[1] >= last:
+            continue
+        corrected, reviewed = result.get(source, (0, 0))
+        result[source] = (corrected + (prediction.label != review.label), reviewed + 1)
+    return result
+
+
+def prediction_agreement_by_source(*, weeks: int = 12) -> dict[str, list[dict]]:
+    """Per source and ISO week of the first review: how often reviewers kept the model's answer."""
+    since = timezone.now() - timedelta(weeks=weeks)
+    reviews = _first_reviews(since=since)
+    answers = _answer_at_review(reviews)
+    cells: dict[tuple[str, str], dict] = {}
+    for review in reviews:
+        prediction = answers.get(review.pk)
+        if prediction is None:
+            continue
+        year, week, _ = review.created_at.isocalendar()
+        cell = cells.setdefault(
+            (review.study.source or "unknown", f"{year}-W{week:02d}"), {"reviewed": 0, "agreed": 0, "models": set()}
+        )
+        cell["reviewed"] += 1
+        cell["agreed"] += prediction.label == review.label
+        cell["models"].add(prediction.model_version.name)
+    result: dict[str, list[dict]] = {}
+    for (source, week), cell in sorted(cells.items()):
+        result.setdefault(source, []).append(
+            {
+                "week": week,
+                "reviewed": cell["reviewed"],
+                "agreed": cell["agreed"],
+                "agreement": cell["agreed"] / cell["reviewed"],
+                "models": sorted(cell["models"]),
+            }
+        )
+    return result

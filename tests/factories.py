@@ -9,7 +9,7 @@ from django.core.files.base import ContentFile
 
 from studies.models import Label, Patient, Prediction, Review, Study
 from tests.images import png_bytes
-from training.models import ModelVersion
+from training.models import DatasetSnapshot, EvaluationCase, ModelVersion
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -95,3 +95,21 @@ class ReviewFactory(factory.django.DjangoModelFactory):
     study = factory.SubFactory(StudyFactory)
     reviewer = factory.LazyFunction(reviewer)
     label = "normal"
+
+
+def score_cases(version: ModelVersion, snapshot: DatasetSnapshot, *, correct: int, total: int = 30) -> None:
+    """Store a version's answers on ``total`` test cases of a snapshot: the first ``correct`` right."""
+    names = list(Label.values)
+    for i in range(total):
+        label = names[i % 3]
+        decided = label if i < correct else names[(i + 1) % 3]
+        EvaluationCase.objects.create(
+            model_version=version,
+            snapshot=snapshot,
+            study_key=i,
+            patient=f"p{i}",
+            source="site-a",
+            label=label,
+            probabilities=[0.8 if name == decided else 0.1 for name in names],
+            decided=decided,
+        )

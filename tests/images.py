@@ -6,21 +6,24 @@ import numpy as np
 from PIL import Image
 
 
-def xray_array(*, size: int = 96, label: str = "normal", seed: int = 0) -> np.ndarray:
+def xray_array(*, size: int = 96, label: str = "normal", seed: int = 0, inverted: bool = False) -> np.ndarray:
     """A grayscale 'chest' whose class is drawn into it, so a tiny model can learn it:
-    covid = bright blob on the left, pneumonia = bright blob on the right, normal = none."""
+    covid = bright blob on the left, pneumonia = bright blob on the right, normal = none.
+    ``inverted``: another hospital's scanner (dark blobs on a bright body)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size] / size
     body = 90 + 60 * np.exp(-(((xx - 0.5) / 0.35) ** 2 + ((yy - 0.5) / 0.45) ** 2))
     if label != "normal":
         cx = 0.3 if label == "covid" else 0.7
         body += 110 * np.exp(-(((xx - cx) / 0.12) ** 2 + ((yy - 0.5) / 0.15) ** 2))
-    noisy = body + rng.normal(0, 12, size=(size, size))
-    return np.clip(noisy, 0, 255).astype(np.uint8)
+    noisy = np.clip(body + rng.normal(0, 12, size=(size, size)), 0, 255).astype(np.uint8)
+    return 255 - noisy if inverted else noisy
 
 
-def png_bytes(*, size: int = 96, label: str = "normal", seed: int = 0, mode: str = "L") -> bytes:
-    image = Image.fromarray(xray_array(size=size, label=label, seed=seed))
+def png_bytes(
+    *, size: int = 96, label: str = "normal", seed: int = 0, mode: str = "L", inverted: bool = False
+) -> bytes:
+    image = Image.fromarray(xray_array(size=size, label=label, seed=seed, inverted=inverted))
     if mode != "L":
         image = image.convert(mode)
     buffer = io.BytesIO()

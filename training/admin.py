@@ -28,9 +28,13 @@ def activate(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Query
         modeladmin.message_user(request, "Select exactly one model version to activate.", level=messages.ERROR)
         return
     version = queryset.get()
-    model_version_promote(
-        model_version=version, user=request.user, reason=f"admin action by {request.user.get_username()}"
-    )
+    try:
+        model_version_promote(
+            model_version=version, user=request.user, reason=f"admin action by {request.user.get_username()}"
+        )
+    except ValidationError as error:
+        modeladmin.message_user(request, " ".join(error.messages), level=messages.ERROR)
+        return
     modeladmin.message_user(request, f"{version} is now the active model.")
 
 

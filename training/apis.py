@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studies.selectors import prediction_agreement_by_source
 from training.architectures import BACKBONES
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
 from training.selectors import model_version_get_active, model_version_list, snapshot_list, training_run_list
@@ -34,6 +35,8 @@ class ModelVersionOutputSerializer(serializers.Serializer):
     is_active = serializers.BooleanField()
     status = serializers.CharField()
     gate_decision = serializers.CharField()
+    gate = serializers.JSONField(help_text="The gate's decision with its per-source table of paired differences.")
+    decision_rule = serializers.JSONField(help_text="Temperature and per-class biases, global and per site.")
     metrics = serializers.JSONField()
     hyperparameters = serializers.JSONField()
     snapshot = serializers.IntegerField(source="snapshot_id", allow_null=True)
@@ -56,6 +59,26 @@ class ModelVersionActiveApi(APIView):
         return Response(ModelVersionOutputSerializer(version).data)
 
 
+class ModelAgreementOutputSerializer(serializers.Serializer):
+    source = serializers.CharField()
+    week = serializers.CharField(help_text="ISO week of the studies' first reviews, e.g. 2026-W47.")
+    reviewed = serializers.IntegerField()
+    agreed = serializers.IntegerField(help_text="Reviews that kept the model's answer.")
+    agreement = serializers.FloatField()
+    models = serializers.ListField(child=serializers.CharField(), help_text="Versions that answered.")
+
+
+class ModelAgreementApi(APIView):
+    """Model-reviewer agreement per source and week (first reviews of predicted studies, last 12 weeks)."""
+
+    @extend_schema(responses=ModelAgreementOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        rows = [
+            {"source": source, **week} for source, weeks in prediction_agreement_by_source().items() for week in weeks
+        ]
+        return Response(ModelAgreementOutputSerializer(rows, many=True).data)
+
+
 class ModelVersionDetailApi(APIView):
     @extend_schema(responses=ModelVersionOutputSerializer)
     def get(self, request: Request, pk: int) -> Response:
@@ -63,7 +86,8 @@ class ModelVersionDetailApi(APIView):
 
 
 class ModelVersionPromoteApi(APIView):
-    """Staff: make this version active by hand (promote a candidate or roll back)."""
+    """Staff: make this version active by hand (promote a candidate or roll back). The promotion gate
+    applies; ``override`` activates a version the gate refuses, with the written reason logged."""
 
     permission_classes = [IsAdminUser]
 
@@ -72,6 +96,7 @@ class ModelVersionPromoteApi(APIView):
             ref_name = "ModelPromoteInput"
 
         reason = serializers.CharField(max_length=2000, help_text="Why; kept in the activation log.")
+        override = serializers.BooleanField(default=False, help_text="Activate even if the promotion gate refuses.")
 
     @extend_schema(request=InputSerializer, responses=ModelVersionOutputSerializer)
     def post(self, request: Request, pk: int) -> Response:
@@ -81,6 +106,7 @@ class ModelVersionPromoteApi(APIView):
             model_version=get_object_or_404(ModelVersion, pk=pk),
             user=request.user,
             reason=f"Manual activation by {request.user.get_username()}: {serializer.validated_data['reason']}",
+            override=serializer.validated_data["override"],
         )
         return Response(ModelVersionOutputSerializer(version).data)
 
@@ -122,6 +148,10 @@ class TrainingRunListCreateApi(APIView):
         input_size = serializers.IntegerField(required=False, min_value=32, max_value=512)
         batch_size = serializers.IntegerField(required=False, min_value=1, max_value=256)
         learning_rate = serializers.FloatField(required=False, min_value=1e-6, max_value=1.0)
+        warm_start = serializers.BooleanField(
+            required=False,
+            help_text="Fine-tune the active model (default when it is compatible) or start from scratch.",
+        )
 
     def get_permissions(self) -> list:
         return [IsAdminUser()] if self.request.method == "POST" else super().get_permissions()

@@ -4,7 +4,7 @@ Pure numpy/scikit-learn; every result is JSON-serialisable (plain floats, lists 
 """
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import minimize
 from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, confusion_matrix, roc_curve
@@ -12,7 +12,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from inference.services import PROBABILITY_FLOOR  # the same clip as apply_temperature, which applies T
+from inference.services import PROBABILITY_FLOOR, DecisionRule  # the rule fitted here is the one deployed
 
 COVID = "covid"
 MAX_FPR = 0.05  # specificity >= 0.95
@@ -25,6 +25,7 @@ MIN_SOURCE_IMAGES = 10
 MIN_CLASS_IMAGES = 5
 SOURCE_PROBE_HIGH = 0.9
 PROBE_GAP = 0.2
+BIAS_LIMIT = 6.0  # |log-odds shift| of the decision rule
 
 
 def evaluate_predictions(
@@ -93,16 +94,72 @@ def expected_calibration_error(*, probs: np.ndarray, y_true: np.ndarray, bins: i
     return _ece(*_calibration_bins(probs, y_true, bins))
 
 
-def fit_temperature(*, probs: np.ndarray, y_true: np.ndarray) -> float:
-    """Temperature T in [0.05, 20] minimising the NLL of softmax(log(p) / T); 1.0 for fewer than 2 samples."""
+def stratum_weights(*, y_true: np.ndarray, sources: list[str], power: float = 1.0) -> np.ndarray:
+    """One weight per case, count(source, class) ** -power, scaled to mean 1.
+
+    With power 1 every (source, class) stratum weighs the same in total: a new hospital's 20
+    images count as much as another hospital's 1,000; power 0 is no weighting."""
+    keys = [f"{source}\x00{label}" for source, label in zip(sources, np.asarray(y_true).tolist(), strict=True)]
+    if not keys:
+        return np.zeros(0)
+    _, stratum, counts = np.unique(np.asarray(keys), return_inverse=True, return_counts=True)
+    weights = counts[stratum].astype(float) ** -power
+    return weights * (len(weights) / weights.sum())
+
+
+def fit_decision_rule(
+    *,
+    probs: np.ndarray,
+    y_true: np.ndarray,
+    sources: list[str],
+    min_site_cases: int = 4,
+    site_prior_strength: float = 1.0,
+) -> DecisionRule:
+    """The deployed decision rule, fitted on validation outputs.
+
+    A temperature and a per-class bias minimise the source-and-class-balanced NLL of
+    softmax(log p / T + b) (bias-corrected temperature scaling). Each site with at least
+    ``min_site_cases`` validation cases gets its own bias, fitted to its cases (class-balanced)
+    and pulled towards the global bias with a weight of ``site_prior_strength`` cases: a prior
+    (label-shift) correction, so a model that ranks a new hospital's images well stops calling
+    its normals COVID. Fewer than 2 validation cases give the identity rule."""
+    y_true = np.asarray(y_true, dtype=int)
     if len(y_true) < 2:
-        return 1.0
+        return DecisionRule()
     y_true, probs = _checked(y_true, probs)
+    n_classes = probs.shape[1]
+    log_p = np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0))
+    weights = stratum_weights(y_true=y_true, sources=sources)
+
+    def global_loss(params: np.ndarray) -> float:
+        bias = np.r_[0.0, params[1:]]
+        return _weighted_nll(log_p / np.exp(params[0]) + bias, y_true, weights) + 1e-3 * float(bias @ bias)
+
+    bounds = [(np.log(0.05), np.log(20.0))] + [(-BIAS_LIMIT, BIAS_LIMIT)] * (n_classes - 1)
+    fitted = minimize(global_loss, np.zeros(n_classes), method="L-BFGS-B", bounds=bounds).x
+    temperature, bias = float(np.exp(fitted[0])), np.r_[0.0, fitted[1:]]
+    scaled = log_p / temperature
+
+    site_bias = {}
+    sources_array = np.asarray(sources)
+    for site in sorted(set(sources)):
+        mask = sources_array == site
+        if mask.sum() < min_site_cases:
+            continue
+        site_weights = stratum_weights(y_true=y_true[mask], sources=[site] * int(mask.sum()))
+
+        def site_loss(b: np.ndarray, mask: np.ndarray = mask, site_weights: np.ndarray = site_weights) -> float:
+            nll = _weighted_nll(scaled[mask] + b, y_true[mask], site_weights) * len(site_weights)
+            return nll + site_prior_strength * float((b - bias) @ (b - bias))
+
+        fitted_site = minimize(site_loss, bias, method="L-BFGS-B", bounds=[(-BIAS_LIMIT, BIAS_LIMIT)] * n_classes).x
+        site_bias[site] = tuple(float(b) for b in fitted_site - fitted_site[0])
+    return DecisionRule(temperature=temperature, bias=tuple(float(b) for b in bias), site_bias=site_bias)
+
+
+def _weighted_nll(logits: np.ndarray, y_true: np.ndarray, weights: np.ndarray) -> float:
     rows = np.arange(len(y_true))
-    result = minimize_scalar(
-        lambda t: -_tempered_log_probs(probs, t)[rows, y_true].mean(), bounds=(0.05, 20.0), method="bounded"
-    )
-    return float(result.x)
+    return float(-(weights * log_softmax(logits, axis=1)[rows, y_true]).sum() / weights.sum())
 
 
 def shortcut_check(
@@ -290,11 +347,6 @@ def _calibration_bins(
 
 def _ece(count: np.ndarray, confidence: np.ndarray, accuracy: np.ndarray) -> float:
     return float(np.sum(count * np.abs(accuracy - confidence)) / count.sum())
-
-
-def _tempered_log_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """log softmax(log(clip(p)) / T)."""
-    return log_softmax(np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0)) / temperature, axis=1)
 
 
 def _source_metrics(y_true: np.ndarray, probs: np.ndarray, in_source: np.ndarray, class_names: list[str]) -> dict:

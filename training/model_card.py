@@ -28,6 +28,8 @@ def model_card_render(
     shortcut: dict | None,
     comparison: dict | None,
     reproduce: str,
+    gate: dict | None = None,
+    decision_rule: dict | None = None,
 ) -> str:
     """Model card in Markdown; sections with no recorded data say so instead of failing."""
     sections = [
@@ -41,11 +43,14 @@ def model_card_render(
         + _table(["Hyperparameter", "Value"], [[key, value] for key, value in sorted(hyperparameters.items())]),
         _metrics_section(metrics),
         _calibration_section(metrics),
+        _decision_rule_section(decision_rule),
         _per_source_section(metrics.get("per_source") or {}),
         _shortcut_section(shortcut),
     ]
     if comparison is not None:
         sections.append(_comparison_section(metrics, comparison))
+    if gate:
+        sections.append(gate_table_markdown(gate))
     sections += [LIMITATIONS, "## How to reproduce\n\n" + _code_block(reproduce)]
     return "\n\n".join(sections) + "\n"
 
@@ -176,6 +181,44 @@ def _comparison_section(metrics: dict, comparison: dict) -> str:
         + ".\n\n"
         + _table(["Metric", "This model", f"Active ({active_name})"], rows)
     )
+
+
+def _decision_rule_section(rule: dict | None) -> str:
+    if not rule:
+        return "## Decision rule\n\nArgmax of the temperature-scaled probabilities."
+    lines = [
+        "## Decision rule",
+        "",
+        "The deployed answer is the argmax of softmax(log p / T + b), with T and the per-class bias b fitted on the "
+        "validation split (source- and class-balanced); a site with enough validation cases has its own b (a "
+        "prior correction). The test-split figures above use exactly this rule.",
+        "",
+        f"- Temperature: {_number(rule.get('temperature'))}",
+        f"- Global bias: {', '.join(_number(b) for b in rule.get('bias', [])) or 'none'}",
+    ]
+    for site, bias in sorted((rule.get("site_bias") or {}).items()):
+        lines.append(f"- Bias for {site}: {', '.join(_number(b) for b in bias)}")
+    return "\n".join(lines)
+
+
+def gate_table_markdown(gate: dict) -> str:
+    """The promotion gate's decision and its per-source table (training.gate.GateDecision.as_dict)."""
+    header = ["Scope", "Metric", "Patients", "Active", "Candidate", "Difference (95% CI)", "Verdict"]
+    rows = [
+        [
+            row["scope"],
+            row["metric"].replace("_", " "),
+            row["patients"],
+            _number(row["active"]),
+            _number(row["candidate"]),
+            f"{row['difference']:+.3f} ({row['low']:+.3f} to {row['high']:+.3f})",
+            row["verdict"],
+        ]
+        for row in gate.get("comparisons", [])
+    ]
+    verdict = "**promote**" if gate.get("promote") else "**keep as candidate**"
+    text = f"## Promotion gate\n\nDecision: {verdict}. {gate.get('reason', '')}"
+    return text + ("\n\n" + _table(header, rows) if rows else "")
 
 
 def _number(value: float | None, digits: int = 2) -> str:

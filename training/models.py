@@ -52,6 +52,12 @@ class ModelVersion(models.Model):
     is_active = models.BooleanField(default=False)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
     gate_decision = models.TextField(blank=True, help_text="Why the promotion gate accepted or refused it.")
+    gate = models.JSONField(
+        default=dict, blank=True, help_text="The gate's decision with its per-source table (training.gate)."
+    )
+    decision_rule = models.JSONField(
+        default=dict, blank=True, help_text="Temperature and per-class biases, global and per site (deployed)."
+    )
     snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -74,6 +80,8 @@ class ModelActivation(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.TextField()
+    override = models.BooleanField(default=False, help_text="Activated against the gate's decision.")
+    gate_reason = models.TextField(blank=True, help_text="What the gate said at the time.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -81,6 +89,34 @@ class ModelActivation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_version} activated {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class EvaluationCase(models.Model):
+    """One test case as a model version answered it, on the test split of one snapshot.
+
+    Metrics, cards, plots and the gate are computed from these rows, so they can be recomputed
+    and two versions compared case by case."""
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="evaluation_cases")
+    snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="evaluation_cases")
+    study = models.ForeignKey("studies.Study", on_delete=models.SET_NULL, null=True, related_name="+")
+    study_key = models.BigIntegerField(help_text="The study's id, kept if the study is erased.")
+    patient = models.CharField(max_length=128)
+    source = models.CharField(max_length=100)
+    label = models.CharField(max_length=16, help_text="The reviewed (true) label.")
+    probabilities = models.JSONField(help_text="Adjusted probabilities, in the version's class order.")
+    decided = models.CharField(max_length=16, help_text="The label the deployed decision rule gives.")
+
+    class Meta:
+        ordering = ["study_key"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "snapshot", "study_key"], name="one_case_per_version_snapshot_study"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_version_id} on study {self.study_key}: {self.decided} (true {self.label})"
 
 
 class TrainingRun(models.Model):

@@ -7,7 +7,7 @@ from pathlib import Path
 from training.models import ModelVersion
 from training.services import model_version_register
 
-METADATA_KEYS = ("name", "architecture", "class_names", "input_size", "metrics", "hyperparameters")
+METADATA_KEYS = ("name", "architecture", "class_names", "input_size", "metrics", "hyperparameters", "decision_rule")
 
 
 def model_version_export(*, version: ModelVersion, directory: Path) -> Path:
@@ -31,5 +31,6 @@ def model_version_import(*, directory: Path) -> ModelVersion:
         input_size=metadata["input_size"],
         metrics=metadata.get("metrics", {}),
         hyperparameters=metadata.get("hyperparameters", {}),
+        decision_rule=metadata.get("decision_rule", {}),
         model_card=card.read_text() if card.exists() else "",
     )

@@ -1,5 +1,6 @@
-"""Keras training on preprocessed arrays: tf.data with caching and augmentation,
-class weights, early stopping, deterministic seeds. No Django imports."""
+"""Keras training on preprocessed arrays: tf.data with caching and augmentation (geometry, and
+site/scanner differences), per-case weights, early stopping on a weighted validation loss, an
+optional warm start from an existing model, deterministic seeds. No Django imports."""
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,12 @@ class TrainConfig:
     patience: int
     seed: int
     class_names: tuple[str, ...]
+    # Start from the active model's weights (fine-tuning) at learning_rate * fine_tune_factor.
+    warm_start: bool = False
+    fine_tune_epochs: int = 15
+    fine_tune_factor: float = 0.3
+    # Per-case weight count(source, class) ** -source_balance (1: every stratum equal; 0: none).
+    source_balance: float = 0.5
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "class_names": list(self.class_names)}
@@ -62,15 +69,9 @@ def predict_batches(model: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarr
     return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), dtype=np.float32)
 
 
-def class_weights(labels: np.ndarray, n_classes: int) -> dict[int, float]:
-    """Inverse-frequency weights; classes absent from training get weight 1."""
-    counts = np.bincount(labels, minlength=n_classes)
-    total = counts.sum()
-    return {i: float(total / (n_classes * c)) if c else 1.0 for i, c in enumerate(counts)}
-
-
 def _augmenter(seed: int) -> Any:
-    """Small rotations, shifts, brightness/contrast. No horizontal flips: anatomy is not symmetric."""
+    """Geometry (small rotations, shifts, zoom out with borders) and site/scanner differences
+    (brightness, contrast, blur). No horizontal flips: anatomy is not symmetric."""
     import keras
     from keras import layers
 
@@ -78,24 +79,43 @@ def _augmenter(seed: int) -> Any:
         [
             layers.RandomRotation(0.03, fill_mode="constant", seed=seed),  # about ±10°
             layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed + 1),
-            layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 2),
-            layers.RandomContrast(0.15, seed=seed + 3),
+            layers.RandomZoom((0.0, 0.12), fill_mode="constant", seed=seed + 2),  # zoom out: black borders
+            layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed + 3),
+            layers.RandomContrast(0.2, seed=seed + 4),
+            layers.RandomGaussianBlur(factor=0.5, kernel_size=3, sigma=1.0, value_range=(0, 255), seed=seed + 5),
         ],
         name="augment",
     )
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, train: bool, seed: int) -> Any:
+def _gamma_and_noise(images: Any, seed: int) -> Any:
+    """Per-image gamma in [0.7, 1.4] (another detector's response curve) and sensor noise."""
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y)).cache()
+    n = tf.shape(images)[0]
+    gamma = tf.exp(tf.random.stateless_uniform([n, 1, 1, 1], seed=[seed, 1], minval=-0.36, maxval=0.34))
+    images = 255.0 * tf.pow(tf.clip_by_value(images, 0.0, 255.0) / 255.0, gamma)
+    sigma = tf.random.stateless_uniform([n, 1, 1, 1], seed=[seed, 2], minval=0.0, maxval=6.0)
+    return images + sigma * tf.random.stateless_normal(tf.shape(images), seed=[seed, 3])
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray, batch_size: int, *, train: bool, seed: int) -> Any:
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y, w.astype(np.float32))).cache()
     if train:
         data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    data = data.batch(batch_size).map(lambda images, labels: (tf.cast(images, tf.float32), labels))
+    data = data.batch(batch_size).map(lambda images, labels, weights: (tf.cast(images, tf.float32), labels, weights))
     if train:
         augment = _augmenter(seed)
-        data = data.map(
-            lambda images, labels: (tf.clip_by_value(augment(images, training=True), 0.0, 255.0), labels),
+        data = data.enumerate().map(
+            lambda step, batch: (
+                tf.clip_by_value(
+                    _gamma_and_noise(augment(batch[0], training=True), seed + tf.cast(step, tf.int32)), 0.0, 255.0
+                ),
+                batch[1],
+                batch[2],
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return data.prefetch(tf.data.AUTOTUNE)
@@ -108,9 +128,13 @@ def train_model(
     x_val: np.ndarray,
     y_val: np.ndarray,
     config: TrainConfig,
+    w_train: np.ndarray | None = None,
+    w_val: np.ndarray | None = None,
+    initial_model: str | None = None,
     on_epoch_end: ProgressCallback | None = None,
 ) -> TrainResult:
-    """Fit a fresh model; early stopping on validation loss restores the best weights."""
+    """Fit a fresh model, or fine-tune the .keras model at ``initial_model``; early stopping on the
+    (weighted) validation loss restores the best weights. ``w_train``/``w_val``: per-case weights."""
     import keras
     import tensorflow as tf
 
@@ -118,14 +142,21 @@ def train_model(
     # data, settings and seed give the same model (measured: no slower on 2 cores).
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    model = build_model(
-        backbone=config.backbone,
-        input_size=config.input_size,
-        class_names=list(config.class_names),
-        weights=config.weights,
-    )
+    if initial_model is not None:
+        model = keras.models.load_model(initial_model, compile=False)
+        learning_rate, epochs = config.learning_rate * config.fine_tune_factor, config.fine_tune_epochs
+    else:
+        model = build_model(
+            backbone=config.backbone,
+            input_size=config.input_size,
+            class_names=list(config.class_names),
+            weights=config.weights,
+        )
+        learning_rate, epochs = config.learning_rate, config.epochs
+    w_train = np.ones(len(y_train)) if w_train is None else w_train
+    w_val = np.ones(len(y_val)) if w_val is None else w_val
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -139,15 +170,16 @@ def train_model(
         callbacks.append(
             keras.callbacks.LambdaCallback(
                 on_epoch_end=lambda epoch, logs: on_epoch_end(
-                    epoch + 1, config.epochs, {k: float(v) for k, v in (logs or {}).items()}
+                    epoch + 1, epochs, {k: float(v) for k, v in (logs or {}).items()}
                 )
             )
         )
     fit = model.fit(
-        _dataset(x_train, y_train, config.batch_size, train=True, seed=config.seed),
-        validation_data=_dataset(x_val, y_val, config.batch_size, train=False, seed=config.seed) if has_val else None,
-        epochs=config.epochs,
-        class_weight=class_weights(y_train, len(config.class_names)),
+        _dataset(x_train, y_train, w_train, config.batch_size, train=True, seed=config.seed),
+        validation_data=(
+            _dataset(x_val, y_val, w_val, config.batch_size, train=False, seed=config.seed) if has_val else None
+        ),
+        epochs=epochs,
         callbacks=callbacks,
         shuffle=False,  # the dataset shuffles itself, with the seed
         verbose=0,

@@ -3,6 +3,7 @@
 from typing import Any
 
 import markdown
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -12,6 +13,7 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
+from studies.selectors import prediction_agreement_by_source
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_list, training_run_list
 from training.services import model_version_promote, training_run_create
@@ -72,6 +74,9 @@ def _macro_auc(version: ModelVersion) -> ModelVersion:
 def model_list_view(request: HttpRequest) -> HttpResponse:
     context = {
         "versions": [_macro_auc(version) for version in model_version_list()],
+        "agreement": prediction_agreement_by_source(),
+        "correction_rate_percent": round(settings.RETRAIN_CORRECTION_RATE * 100),
+        "correction_window": settings.RETRAIN_CORRECTION_WINDOW,
         "runs": training_run_list()[:RECENT_RUNS],
     }
     return render(request, "training/model_list.html", context)
@@ -129,10 +134,17 @@ def training_run_create_view(request: HttpRequest) -> HttpResponse:
 def model_version_activate_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_staff(request)
     version = get_object_or_404(model_version_list(), pk=pk)
-    model_version_promote(
-        model_version=version,
-        user=request.user,
-        reason=f"manual activation from web UI by {request.user.get_username()}",
-    )
+    written = request.POST.get("reason", "").strip()
+    try:
+        model_version_promote(
+            model_version=version,
+            user=request.user,
+            reason=f"Web UI, {request.user.get_username()}: {written or 'no reason given'}",
+            override=request.POST.get("override") == "on" and bool(written),
+        )
+    except ValidationError as error:
+        for text in error.messages:
+            messages.error(request, text)
+        return redirect("training:model_detail", pk=version.pk)
     messages.success(request, f"{version.name} is now the active model.")
     return redirect("training:models")

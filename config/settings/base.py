@@ -168,15 +168,30 @@ TRAINING = {
     "VAL_FRACTION": env.float("TRAINING_VAL_FRACTION", default=0.15),
     "TEST_FRACTION": env.float("TRAINING_TEST_FRACTION", default=0.2),
     "BOOTSTRAP_ROUNDS": env.int("TRAINING_BOOTSTRAP_ROUNDS", default=500),
+    # Runs fine-tune the active model (same architecture and size) unless told to start from scratch.
+    "WARM_START": env.bool("TRAINING_WARM_START", default=True),
+    "FINE_TUNE_EPOCHS": env.int("TRAINING_FINE_TUNE_EPOCHS", default=15),
+    "FINE_TUNE_FACTOR": env.float("TRAINING_FINE_TUNE_FACTOR", default=0.3),
+    # Per-image weight count(source, class) ** -SOURCE_BALANCE: a small site is heard (1 = all equal).
+    "SOURCE_BALANCE": env.float("TRAINING_SOURCE_BALANCE", default=0.5),
+    # A site with this many validation cases gets its own decision biases (prior correction).
+    "SITE_BIAS_MIN_CASES": env.int("TRAINING_SITE_BIAS_MIN_CASES", default=4),
 }
-# Scheduled retraining starts only when this many newly reviewed studies exist.
+# Scheduled retraining: enough distinct newly reviewed studies since the last successful run, or
+# reviewers correcting at least RATE of a source's latest WINDOW predictions.
 RETRAIN_MIN_NEW_REVIEWS = env.int("RETRAIN_MIN_NEW_REVIEWS", default=20)
+RETRAIN_CORRECTION_WINDOW = env.int("RETRAIN_CORRECTION_WINDOW", default=10)
+RETRAIN_CORRECTION_RATE = env.float("RETRAIN_CORRECTION_RATE", default=0.3)
+# The promotion gate (training/gate.py): paired bootstrap by patient, overall and per source.
 PROMOTION = {
-    "PRIMARY_METRIC": env("PROMOTION_PRIMARY_METRIC", default="macro_auc"),
-    # Differences smaller than this count as a tie, broken by COVID sensitivity at 95% specificity.
-    "TIE_MARGIN": env.float("PROMOTION_TIE_MARGIN", default=0.005),
-    # A candidate may not lose more COVID sensitivity than this.
-    "COVID_SENSITIVITY_TOLERANCE": env.float("PROMOTION_COVID_SENSITIVITY_TOLERANCE", default=0.02),
+    # Non-inferior: the lower 95% bound of candidate - active is above -margin, on every metric and scope.
+    "NON_INFERIORITY_MARGIN": env.float("PROMOTION_NON_INFERIORITY_MARGIN", default=0.03),
+    # A source is judged on its own from this many test patients; a class's sensitivity from this many cases.
+    "MIN_SOURCE_PATIENTS": env.int("PROMOTION_MIN_SOURCE_PATIENTS", default=10),
+    "MIN_CLASS_CASES": env.int("PROMOTION_MIN_CLASS_CASES", default=5),
+    "BOOTSTRAP_ROUNDS": env.int("PROMOTION_BOOTSTRAP_ROUNDS", default=2000),
+    # A candidate non-inferior everywhere but better nowhere is promoted: it has seen more data.
+    "PROMOTE_TIES": env.bool("PROMOTION_PROMOTE_TIES", default=True),
 }
 # A study left queued this long is dispatched again by the beat job.
 REQUEUE_AFTER_SECONDS = env.int("REQUEUE_AFTER_SECONDS", default=300)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference.services import apply_temperature, load_model, predict_image
+from inference.services import DecisionRule, load_model, predict_image
 from tests.images import png_bytes
 
 CLASSES = ["covid", "normal", "pneumonia"]
@@ -34,7 +34,26 @@ def test_the_loader_keeps_a_model_per_version_key(tiny_model_path):
 
 def test_temperature_above_one_softens_probabilities_and_keeps_their_order():
     probs = np.array([[0.9, 0.08, 0.02]])
-    softened = apply_temperature(probs, 2.0)
+    softened = DecisionRule(temperature=2.0).adjust(probs)
     assert softened.sum() == pytest.approx(1.0)
     assert softened[0, 0] < 0.9
     assert list(np.argsort(softened[0])) == list(np.argsort(probs[0]))
+
+
+def test_a_site_bias_changes_that_sites_answer_only():
+    rule = DecisionRule(bias=(0.0, 0.0, 0.0), site_bias={"new-hospital": (0.0, 2.0, 0.0)})
+    probs = np.array([[0.6, 0.3, 0.1], [0.6, 0.3, 0.1]])
+    adjusted = rule.adjust(probs, ["old-hospital", "new-hospital"])
+    assert adjusted[0].argmax() == 0 and adjusted[1].argmax() == 1
+    assert DecisionRule.from_dict(rule.as_dict()) == rule
+
+
+def test_predict_image_decides_with_the_sites_bias(tiny_model_path):
+    rule = DecisionRule(site_bias={"site-x": (0.0, 50.0, 0.0)})
+    loaded = load_model(
+        str(tiny_model_path), key="runtime-site-bias", class_names=CLASSES, input_size=32, decision=rule
+    )
+    from tests.images import png_bytes
+
+    result = predict_image(png_bytes(seed=1), loaded, site="site-x", with_heatmap=False)
+    assert result.label == "normal" and result.confidence > 0.99

@@ -72,7 +72,7 @@ def test_after_a_new_version_is_activated_predictions_use_it(active_model, tiny_
     study_predict_task.apply(args=[Study.objects.get().id])
     with tiny_model_path.open("rb") as handle:
         newer = ModelVersionFactory(artifact=File(handle, name="newer.keras"))
-    model_version_promote(model_version=newer, user=None, reason="test: roll forward")
+    model_version_promote(model_version=newer, user=None, reason="test: roll forward by hand", override=True)
     later = StudyFactory()
     study_predict_task.apply(args=[later.id])
     assert Prediction.objects.get(study=later).model_version == newer

@@ -8,7 +8,8 @@ from django.urls import reverse
 from PIL import Image
 
 from studies.models import Label, Patient, Prediction, Review, Study
-from training.models import ModelActivation, ModelVersion, TrainingRun
+from tests.factories import score_cases
+from training.models import DatasetSnapshot, ModelActivation, ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
 
@@ -95,9 +96,28 @@ def test_admin_studies_changelist_with_reviewed_filter_renders(admin_client, adm
     assert unreviewed.pk not in {study.pk for study in response.context["cl"].result_list}
 
 
-def test_admin_activate_action_makes_the_version_active_and_logs_who_did_it(admin_client, admin_user):
+def test_admin_activate_action_applies_the_gate_and_says_why_it_refuses(admin_client):
     old = _model_version("cnn-v1", is_active=True, status=ModelVersion.Status.ACTIVE)
     new = _model_version("cnn-v2")
+
+    response = admin_client.post(
+        reverse("admin:training_modelversion_changelist"),
+        {"action": "activate", "_selected_action": [new.pk]},
+        follow=True,
+    )
+
+    assert "The promotion gate refuses cnn-v2" in response.content.decode()
+    assert ModelVersion.objects.get(is_active=True) == old
+    assert not ModelActivation.objects.exists()
+
+
+def test_admin_activate_action_makes_a_better_version_active_and_logs_who_did_it(admin_client, admin_user):
+    old = _model_version("cnn-v1", is_active=True, status=ModelVersion.Status.ACTIVE)
+    snapshot = DatasetSnapshot.objects.create(content_hash="h")
+    new = _model_version("cnn-v2")
+    ModelVersion.objects.filter(pk=new.pk).update(snapshot=snapshot)
+    score_cases(old, snapshot, correct=10)
+    score_cases(new, snapshot, correct=30)
 
     admin_client.post(
         reverse("admin:training_modelversion_changelist"), {"action": "activate", "_selected_action": [new.pk]}

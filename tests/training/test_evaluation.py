@@ -4,8 +4,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from inference.services import apply_temperature
-from training.evaluation import evaluate_predictions, expected_calibration_error, fit_temperature, shortcut_check
+from training.evaluation import (
+    evaluate_predictions,
+    expected_calibration_error,
+    fit_decision_rule,
+    shortcut_check,
+    stratum_weights,
+)
 from training.plots import plot_confusion_matrix, plot_reliability, plot_roc, plot_training_curves
 
 CLASSES = ["covid", "normal", "pneumonia"]
@@ -187,23 +192,68 @@ def test_ece_is_zero_when_confidence_equals_accuracy():
     assert expected_calibration_error(probs=probs, y_true=y) == pytest.approx(0.0)
 
 
-def test_temperature_scaling_lowers_ece_of_overconfident_model():
+def test_the_fitted_decision_rule_undoes_overconfidence_and_lowers_ece():
     rng = np.random.default_rng(6)
     logits = rng.normal(scale=1.5, size=(4000, 3))
     y = (rng.random((4000, 1)) > np.cumsum(_softmax(logits), axis=1)).sum(axis=1)
     overconfident = _softmax(3 * logits)
     val, test = slice(0, 2000), slice(2000, None)
 
-    temperature = fit_temperature(probs=overconfident[val], y_true=y[val])
-    calibrated = apply_temperature(overconfident[test], temperature)
+    rule = fit_decision_rule(probs=overconfident[val], y_true=y[val], sources=["a"] * 2000)
+    calibrated = rule.adjust(overconfident[test])
 
-    assert temperature == pytest.approx(3.0, rel=0.15)
+    assert rule.temperature == pytest.approx(3.0, rel=0.2)
     before = expected_calibration_error(probs=overconfident[test], y_true=y[test])
     assert expected_calibration_error(probs=calibrated, y_true=y[test]) < before / 2
 
 
-def test_fit_temperature_returns_one_for_fewer_than_two_samples():
-    assert fit_temperature(probs=np.array([[0.9, 0.1]]), y_true=np.array([0])) == 1.0
+def test_a_site_whose_normals_look_like_covid_gets_its_own_bias_that_fixes_its_decisions():
+    """The model ranks site B's images well but shifts them all towards COVID: a prior correction
+    fitted on B's validation cases makes B's normals normal again, and leaves site A alone."""
+    rng = np.random.default_rng(3)
+
+    def outputs(y: np.ndarray, shift: float) -> np.ndarray:
+        logits = rng.normal(scale=0.5, size=(len(y), 3)) + 3.0 * np.eye(3)[y]
+        logits[:, 0] += shift
+        return _softmax(logits)
+
+    y_a, y_b = np.arange(300) % 3, np.arange(12) % 2  # site B: covid and normal only
+    probs = np.r_[outputs(y_a, 0.0), outputs(y_b, 4.0)]
+    sources = ["a"] * 300 + ["b"] * 12
+    rule = fit_decision_rule(probs=probs, y_true=np.r_[y_a, y_b], sources=sources, min_site_cases=8)
+
+    assert set(rule.site_bias) == {"a", "b"}
+    new_b = np.arange(40) % 2
+    b_probs = outputs(new_b, 4.0)
+    assert (b_probs.argmax(1) == new_b).mean() <= 0.65  # raw: most normals called COVID
+    assert (rule.adjust(b_probs, ["b"] * 40).argmax(1) == new_b).mean() >= 0.95
+    a_probs = outputs(y_a, 0.0)
+    assert (rule.adjust(a_probs, ["a"] * 300).argmax(1) == y_a).mean() >= 0.95
+    unseen = rule.adjust(b_probs, ["never-seen"] * 40)  # other sites get the global bias
+    assert np.allclose(unseen, rule.adjust(b_probs))
+
+
+def test_a_site_with_too_few_validation_cases_keeps_the_global_bias():
+    probs = _softmax(np.random.default_rng(0).normal(size=(20, 3)))
+    rule = fit_decision_rule(probs=probs, y_true=np.arange(20) % 3, sources=["a"] * 17 + ["b"] * 3, min_site_cases=4)
+    assert set(rule.site_bias) == {"a"}
+
+
+def test_the_decision_rule_is_the_identity_for_fewer_than_two_samples():
+    rule = fit_decision_rule(probs=np.array([[0.9, 0.1]]), y_true=np.array([0]), sources=["a"])
+    assert rule.temperature == 1.0 and rule.bias == () and rule.site_bias == {}
+
+
+def test_stratum_weights_give_every_source_and_class_the_same_total():
+    y = np.array([0] * 90 + [1] * 10 + [0] * 4)
+    sources = ["big"] * 100 + ["new"] * 4
+    weights = stratum_weights(y_true=y, sources=sources)
+    assert weights.mean() == pytest.approx(1.0)
+    totals = [weights[:90].sum(), weights[90:100].sum(), weights[100:].sum()]
+    assert totals == pytest.approx([totals[0]] * 3)
+    half = stratum_weights(y_true=y, sources=sources, power=0.5)
+    assert half[100] / half[0] == pytest.approx((90 / 4) ** 0.5)
+    assert np.allclose(stratum_weights(y_true=y, sources=sources, power=0.0), 1.0)
 
 
 def test_shortcut_warning_when_source_predictable_but_class_is_not():

@@ -6,19 +6,50 @@ from studies.models import Patient
 from tests.factories import PatientFactory, ReviewFactory, StudyFactory
 from training.models import SnapshotItem
 from training.services import snapshot_create
-from training.services.snapshots import split_for_patient
+from training.services.snapshots import split_targets
 
 
-def test_a_patient_key_always_maps_to_the_same_split():
-    splits = {split_for_patient(f"site:{i}", val_fraction=0.15, test_fraction=0.2) for i in range(3)}
-    again = {split_for_patient(f"site:{i}", val_fraction=0.15, test_fraction=0.2) for i in range(3)}
-    assert splits == again
+def _splits_of(snapshot, source: str, label: str) -> list[str]:
+    return sorted(snapshot.items.filter(study__source=source, label=label).values_list("split", flat=True))
 
 
-def test_split_fractions_are_roughly_respected():
-    splits = [split_for_patient(f"p{i}", val_fraction=0.15, test_fraction=0.2) for i in range(4000)]
-    assert splits.count("test") / 4000 == pytest.approx(0.2, abs=0.03)
-    assert splits.count("val") / 4000 == pytest.approx(0.15, abs=0.03)
+def test_every_stratum_of_three_or_more_patients_gets_a_test_place_and_of_five_a_validation_place():
+    assert split_targets(2, val_fraction=0.15, test_fraction=0.2) == (0, 0)
+    assert split_targets(3, val_fraction=0.15, test_fraction=0.2) == (1, 0)
+    assert split_targets(5, val_fraction=0.15, test_fraction=0.2) == (1, 1)
+    assert split_targets(10, val_fraction=0.15, test_fraction=0.2) == (2, 2)
+    assert split_targets(1000, val_fraction=0.15, test_fraction=0.2) == (200, 150)
+
+
+@pytest.mark.django_db
+def test_a_new_site_gets_test_validation_and_mostly_training_patients_of_each_class():
+    for i in range(40):
+        ReviewFactory(study=StudyFactory(source="old", label="normal", seed=i), label="normal")
+    first = snapshot_create()
+    for i in range(10):
+        for label in ("covid", "normal"):
+            ReviewFactory(study=StudyFactory(source="new", label=label, seed=100 + i), label=label)
+    second = snapshot_create()
+    for label in ("covid", "normal"):
+        assert _splits_of(second, "new", label) == ["test"] * 2 + ["train"] * 6 + ["val"] * 2
+    assert _splits_of(second, "old", "normal") == _splits_of(first, "old", "normal")  # nobody moved
+    assert _splits_of(first, "old", "normal").count("test") == 8
+
+
+@pytest.mark.django_db
+def test_new_patients_of_a_stratum_fill_its_test_places_first():
+    for i in range(4):
+        ReviewFactory(study=StudyFactory(source="s", label="covid", seed=i), label="covid")
+    first = snapshot_create()
+    assert _splits_of(first, "s", "covid") == ["test", "train", "train", "train"]
+    for i in range(6):
+        ReviewFactory(study=StudyFactory(source="s", label="covid", seed=10 + i), label="covid")
+    second = snapshot_create()
+    assert _splits_of(second, "s", "covid") == ["test"] * 2 + ["train"] * 6 + ["val"] * 2
+    old_ids = set(first.items.values_list("study_id", flat=True))
+    assert {i.study_id: i.split for i in second.items.filter(study_id__in=old_ids)} == {
+        i.study_id: i.split for i in first.items.all()
+    }
 
 
 @pytest.mark.django_db

@@ -1,9 +1,9 @@
-"""The trainer: reproducible, weighted for imbalance, reporting progress."""
+"""The trainer: reproducible, weighted per case, warm-startable, reporting progress."""
 
 import numpy as np
 
 from tests.images import xray_array
-from training.trainer import TrainConfig, class_weights, train_model
+from training.trainer import TrainConfig, train_model
 
 CLASSES = ("covid", "normal", "pneumonia")
 
@@ -39,7 +39,29 @@ def test_progress_is_reported_after_every_epoch():
     assert {"loss", "val_loss", "accuracy"} <= set(seen[-1][2])
 
 
-def test_rare_classes_weigh_more_and_absent_ones_do_not_break_training():
-    weights = class_weights(np.array([0, 1, 1, 1, 1, 1]), 3)
-    assert weights[0] == 5 * weights[1]
-    assert weights[2] == 1.0
+def test_case_weights_reach_the_fitted_loss_and_the_monitored_validation_loss():
+    x, y = _data(12)
+    config = TrainConfig(**{**CONFIG.as_dict(), "class_names": CLASSES, "epochs": 2})
+    plain = train_model(x_train=x, y_train=y, x_val=x[:3], y_val=y[:3], config=config)
+    val_weighted = train_model(
+        x_train=x, y_train=y, x_val=x[:3], y_val=y[:3], config=config, w_val=np.array([10.0, 0.1, 0.1])
+    )
+    assert val_weighted.history["loss"] == plain.history["loss"]  # same fit
+    assert val_weighted.history["val_loss"] != plain.history["val_loss"]  # another monitored loss
+    train_weighted = train_model(
+        x_train=x, y_train=y, x_val=x[:3], y_val=y[:3], config=config, w_train=np.r_[np.full(6, 3.0), np.zeros(6)]
+    )
+    assert train_weighted.history["loss"] != plain.history["loss"]
+
+
+def test_a_warm_start_fine_tunes_the_given_model_with_its_own_epoch_budget(tmp_path):
+    x, y = _data(12)
+    first = train_model(x_train=x, y_train=y, x_val=x[:3], y_val=y[:3], config=CONFIG)
+    path = tmp_path / "active.keras"
+    first.model.save(path)
+    config = TrainConfig(**{**CONFIG.as_dict(), "class_names": CLASSES, "fine_tune_epochs": 2, "patience": 5})
+    tuned = train_model(x_train=x, y_train=y, x_val=x[:3], y_val=y[:3], config=config, initial_model=str(path))
+    assert tuned.epochs_run == 2
+    start = first.model.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(start, tuned.model.get_weights(), strict=True))
+    assert tuned.model.count_params() == first.model.count_params()

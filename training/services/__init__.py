@@ -2,21 +2,21 @@
 
 from training.services.exports import snapshot_export_zip
 from training.services.registry import (
-    GateDecision,
+    model_version_gate,
     model_version_load,
     model_version_promote,
     model_version_register,
-    promotion_decision,
 )
-from training.services.runs import retrain_if_due, training_run_create, training_run_execute
+from training.services.runs import training_run_create, training_run_execute
+from training.services.schedule import retrain_due_reason, retrain_if_due
 from training.services.snapshots import snapshot_create
 
 __all__ = [
-    "GateDecision",
+    "model_version_gate",
     "model_version_load",
     "model_version_promote",
     "model_version_register",
-    "promotion_decision",
+    "retrain_due_reason",
     "retrain_if_due",
     "snapshot_create",
     "snapshot_export_zip",

@@ -1,70 +1,46 @@
-"""The model registry: register versions, decide promotion, change the active model."""
+"""The model registry: register versions, judge them with the gate, change the active model."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
 
-from inference.services import LoadedModel, load_model
+from inference.services import DecisionRule, LoadedModel, load_model
+from training.gate import FIRST_VERSION, GateDecision, GatePolicy, gate_decide
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
+from training.selectors import evaluation_case_sets
+
+MIN_OVERRIDE_REASON = 10
 
 
-@dataclass(frozen=True)
-class GateDecision:
-    promote: bool
-    reason: str
-
-
-def _covid_sensitivity(metrics: dict) -> float | None:
-    return (metrics.get("per_class") or {}).get("covid", {}).get("sensitivity")
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def promotion_decision(*, candidate: dict, active: dict | None) -> GateDecision:
-    """The gate: beat the active model on the frozen test split by the primary metric
-    (ties broken by COVID sensitivity at 95% specificity) without losing COVID sensitivity
-    beyond the tolerance. Both metric dicts must come from the same test cases."""
+def gate_policy() -> GatePolicy:
     config = settings.PROMOTION
-    metric = config["PRIMARY_METRIC"]
+    return GatePolicy(
+        non_inferiority_margin=config["NON_INFERIORITY_MARGIN"],
+        min_source_patients=config["MIN_SOURCE_PATIENTS"],
+        min_class_cases=config["MIN_CLASS_CASES"],
+        bootstrap_rounds=config["BOOTSTRAP_ROUNDS"],
+        promote_ties=config["PROMOTE_TIES"],
+    )
+
+
+def model_version_gate(*, candidate: ModelVersion, active: ModelVersion | None) -> GateDecision:
+    """The gate on the stored per-case results of both versions on the candidate's test split."""
     if active is None:
-        return GateDecision(True, "No active model: the first version is activated.")
-    new, old = candidate.get(metric), active.get(metric)
-    if new is None:
-        return GateDecision(False, f"Candidate's {metric} is undefined on the test split; kept as candidate.")
-    if old is None:
-        return GateDecision(True, f"Active model's {metric} is undefined on the test split; candidate has {new:.3f}.")
-    new_sens, old_sens = _covid_sensitivity(candidate), _covid_sensitivity(active)
-    tolerance = config["COVID_SENSITIVITY_TOLERANCE"]
-    if new_sens is not None and old_sens is not None and new_sens < old_sens - tolerance:
+        return GateDecision(True, FIRST_VERSION)
+    if candidate.snapshot_id is None:
+        return GateDecision(False, f"{candidate.name} has no test split of its own to be compared on.")
+    pair = evaluation_case_sets(candidate=candidate, active=active, snapshot_id=candidate.snapshot_id)
+    if pair is None:
         return GateDecision(
             False,
-            f"COVID sensitivity would drop from {old_sens:.3f} to {new_sens:.3f} "
-            f"(tolerance {tolerance:.3f}); kept as candidate.",
+            f"The active model {active.name} was not scored on {candidate.name}'s test split "
+            f"(snapshot {candidate.snapshot_id}), so the gate cannot compare them case by case.",
         )
-    margin = config["TIE_MARGIN"]
-    if new > old + margin:
-        return GateDecision(True, f"{metric} improved from {old:.3f} to {new:.3f} on the frozen test split.")
-    if new < old - margin:
-        return GateDecision(False, f"{metric} {new:.3f} does not beat the active model's {old:.3f}.")
-    key = "covid_sensitivity_at_95_specificity"
-    new_tb, old_tb = candidate.get(key), active.get(key)
-    if new_tb is not None and (old_tb is None or new_tb > old_tb):
-        return GateDecision(
-            True,
-            f"{metric} tied ({new:.3f} vs {old:.3f}); COVID sensitivity at 95% specificity "
-            f"{_fmt(old_tb)} → {_fmt(new_tb)}.",
-        )
-    return GateDecision(
-        False,
-        f"{metric} tied ({new:.3f} vs {old:.3f}) and COVID sensitivity at 95% specificity "
-        f"did not improve ({_fmt(old_tb)} → {_fmt(new_tb)}).",
-    )
+    return gate_decide(candidate=pair[0], active=pair[1], policy=gate_policy())
 
 
 def model_version_register(
@@ -76,6 +52,7 @@ def model_version_register(
     input_size: int,
     metrics: dict | None = None,
     hyperparameters: dict | None = None,
+    decision_rule: dict | None = None,
     model_card: str = "",
     snapshot: DatasetSnapshot | None = None,
 ) -> ModelVersion:
@@ -87,6 +64,7 @@ def model_version_register(
         input_size=input_size,
         metrics=metrics or {},
         hyperparameters=hyperparameters or {},
+        decision_rule=decision_rule or {},
         model_card=model_card,
         snapshot=snapshot,
     )
@@ -101,6 +79,13 @@ def model_version_register(
     return version
 
 
+def model_version_decision_rule(version: ModelVersion) -> DecisionRule:
+    """The version's deployed rule; versions from before decision rules keep their temperature."""
+    if version.decision_rule:
+        return DecisionRule.from_dict(version.decision_rule)
+    return DecisionRule(temperature=float(version.metrics.get("temperature", 1.0)))
+
+
 def model_version_load(*, version: ModelVersion) -> LoadedModel:
     """The version in the inference runtime, loaded once per process and version."""
     return load_model(
@@ -108,16 +93,31 @@ def model_version_load(*, version: ModelVersion) -> LoadedModel:
         key=f"{version.pk}:{version.name}",
         class_names=version.class_names,
         input_size=version.input_size,
-        temperature=float(version.metrics.get("temperature", 1.0)),
+        decision=model_version_decision_rule(version),
     )
 
 
 @transaction.atomic
-def model_version_promote(*, model_version: ModelVersion, user: AbstractBaseUser | None, reason: str) -> ModelVersion:
-    """Make a version the active one (promotion or roll-back); the only way the active model changes."""
+def model_version_promote(
+    *, model_version: ModelVersion, user: AbstractBaseUser | None, reason: str, override: bool = False
+) -> ModelVersion:
+    """Make a version the active one; the only way the active model changes, every path included.
+
+    The gate judges the version against the active model on its stored per-case results. When it
+    refuses, only an ``override`` with a written ``reason`` activates the version (a roll-back
+    usually is one); the activation log keeps who, why and what the gate said."""
     previous = ModelVersion.objects.select_for_update().filter(is_active=True).first()
     if previous is not None and previous.pk == model_version.pk:
         return model_version
+    decision = model_version_gate(candidate=model_version, active=previous)
+    if not decision.promote:
+        if not override:
+            raise ValidationError(
+                f"The promotion gate refuses {model_version.name}: {decision.reason} "
+                "Staff may override it with a written reason."
+            )
+        if len(reason.strip()) < MIN_OVERRIDE_REASON:
+            raise ValidationError({"reason": "Overriding the promotion gate needs a written reason."})
     if previous is not None:
         previous.is_active = False
         previous.status = ModelVersion.Status.RETIRED
@@ -125,5 +125,12 @@ def model_version_promote(*, model_version: ModelVersion, user: AbstractBaseUser
     model_version.is_active = True
     model_version.status = ModelVersion.Status.ACTIVE
     model_version.save(update_fields=["is_active", "status"])
-    ModelActivation.objects.create(model_version=model_version, previous=previous, activated_by=user, reason=reason)
+    ModelActivation.objects.create(
+        model_version=model_version,
+        previous=previous,
+        activated_by=user,
+        reason=reason,
+        override=not decision.promote,
+        gate_reason=decision.reason,
+    )
     return model_version

@@ -1,8 +1,7 @@
-"""Training runs: create (and dispatch), execute (snapshot → train → evaluate → gate), schedule."""
+"""Training runs: create (and dispatch), execute (snapshot → train → evaluate → gate → register)."""
 
 import logging
 import tempfile
-from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -15,19 +14,20 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from inference.services import apply_temperature, predict_arrays
-from studies.models import Review, Split
-from training.evaluation import evaluate_predictions, fit_temperature, shortcut_check
+from inference.services import DecisionRule, predict_arrays
+from studies.models import Split
+from training.evaluation import fit_decision_rule, shortcut_check, stratum_weights
+from training.gate import GateDecision
 from training.model_card import model_card_render
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
 from training.plots import plot_confusion_matrix, plot_reliability, plot_roc, plot_training_curves
-from training.selectors import model_version_get_active, snapshot_latest, training_run_in_progress
+from training.selectors import model_version_get_active, training_run_in_progress
+from training.services.evaluations import SplitData, evaluation_cases_record, evaluation_metrics
 from training.services.registry import (
-    GateDecision,
+    model_version_gate,
     model_version_load,
     model_version_promote,
     model_version_register,
-    promotion_decision,
 )
 from training.services.snapshots import snapshot_create
 from training.tasks import training_run_execute_task
@@ -51,14 +51,6 @@ class TrainingError(Exception):
     """A run cannot go on; the message is stored on the run."""
 
 
-@dataclass
-class SplitData:
-    paths: list[str]
-    labels: np.ndarray
-    patients: list[str]
-    sources: list[str]
-
-
 def train_config_from_settings(**overrides: object) -> TrainConfig:
     config = settings.TRAINING
     values = {
@@ -71,6 +63,10 @@ def train_config_from_settings(**overrides: object) -> TrainConfig:
         "patience": config["PATIENCE"],
         "seed": config["SEED"],
         "class_names": tuple(settings.CLASS_NAMES),
+        "warm_start": config["WARM_START"],
+        "fine_tune_epochs": config["FINE_TUNE_EPOCHS"],
+        "fine_tune_factor": config["FINE_TUNE_FACTOR"],
+        "source_balance": config["SOURCE_BALANCE"],
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
@@ -83,6 +79,7 @@ def training_run_create(
     trigger: str = "manual",
     hyperparameters: dict | None = None,
     dispatch: bool = True,
+    note: str = "",
 ) -> TrainingRun:
     """Queue a training run and dispatch it to the training queue once committed; one run at a time.
 
@@ -90,7 +87,9 @@ def training_run_create(
     busy = training_run_in_progress()
     if busy is not None:
         raise ValidationError(f"Training run {busy.pk} is already {busy.status}; wait for it to finish.")
-    run = TrainingRun.objects.create(triggered_by=user, trigger=trigger, hyperparameters=hyperparameters or {})
+    run = TrainingRun.objects.create(
+        triggered_by=user, trigger=trigger, hyperparameters=hyperparameters or {}, log=note
+    )
     if dispatch:
         transaction.on_commit(partial(training_run_execute_task.delay, run.pk))
     return run
@@ -130,7 +129,7 @@ class _RunRecorder:
     def __init__(self, run: TrainingRun, listener: ProgressCallback | None) -> None:
         self.run = run
         self.listener = listener
-        self.lines: list[str] = []
+        self.lines: list[str] = [run.log] if run.log else []
 
     def log(self, message: str) -> None:
         logger.info("training run %s: %s", self.run.pk, message)
@@ -151,33 +150,39 @@ class _RunRecorder:
 
 def _split_data(snapshot: DatasetSnapshot, split: str, class_names: list[str]) -> SplitData:
     items = snapshot.items.filter(split=split).select_related("study__patient").order_by("study_id")
-    rows = [(i.study.image.path, class_names.index(i.label), i.study.patient.ref, i.study.source) for i in items]
+    rows = [
+        (i.study_id, i.study.image.path, class_names.index(i.label), i.study.patient.ref, i.study.source or "unknown")
+        for i in items
+    ]
     return SplitData(
-        paths=[r[0] for r in rows],
-        labels=np.array([r[1] for r in rows], dtype=np.int64),
-        patients=[r[2] for r in rows],
-        sources=[r[3] or "unknown" for r in rows],
+        study_ids=[r[0] for r in rows],
+        paths=[r[1] for r in rows],
+        labels=np.array([r[2] for r in rows], dtype=np.int64),
+        patients=[r[3] for r in rows],
+        sources=[r[4] for r in rows],
     )
 
 
-def _evaluate_active(
-    active: ModelVersion, test: SplitData, x_test: np.ndarray, class_names: list[str], *, seed: int
-) -> dict | None:
-    """Score the active model on the same frozen test cases as the candidate (``x_test``, decoded
-    at the candidate's size, is reused when the active model takes the same size)."""
-    if active.class_names != class_names:
-        return None
+def _warm_start_from(active: ModelVersion | None, config: TrainConfig) -> tuple[str | None, str]:
+    """The active model's artifact to fine-tune, when asked for and compatible; and why (not)."""
+    if not config.warm_start:
+        return None, "from random initialisation (warm start off)"
+    if active is None:
+        return None, "from random initialisation (no active model)"
+    if (active.architecture, active.input_size, list(active.class_names)) != (
+        config.backbone,
+        config.input_size,
+        list(config.class_names),
+    ):
+        return None, f"from random initialisation ({active.name} has another architecture, size or classes)"
+    return active.artifact.path, f"fine-tuning the active model {active.name}"
+
+
+def _score_active(active: ModelVersion, test: SplitData, x_test: np.ndarray) -> np.ndarray:
+    """The active model's deployed answers on the candidate's test cases (``x_test``, decoded at the
+    candidate's size, is reused when the active model takes the same size)."""
     images = x_test if x_test.shape[1] == active.input_size else load_images(test.paths, active.input_size)
-    probs = predict_arrays(model_version_load(version=active), images)
-    return evaluate_predictions(
-        y_true=test.labels,
-        probs=probs,
-        class_names=class_names,
-        patients=test.patients,
-        sources=test.sources,
-        bootstrap_rounds=settings.TRAINING["BOOTSTRAP_ROUNDS"],
-        seed=seed,
-    )
+    return predict_arrays(model_version_load(version=active), images, sites=test.sources)
 
 
 def _save_plots(run: TrainingRun, history: dict, metrics: dict, class_names: list[str]) -> dict[str, str]:
@@ -199,19 +204,22 @@ def _save_plots(run: TrainingRun, history: dict, metrics: dict, class_names: lis
     return saved
 
 
-def _reproduce_text(config: TrainConfig, snapshot: DatasetSnapshot) -> str:
+def _reproduce_text(config: TrainConfig, snapshot: DatasetSnapshot, how: str) -> str:
+    start = "" if how.startswith("fine-tuning") else " --from-scratch"
     return (
         "# the same curated data (snapshot "
-        f"{snapshot.pk}, content hash {snapshot.content_hash[:16]}…), then:\n"
+        f"{snapshot.pk}, content hash {snapshot.content_hash[:16]}…), {how}, then:\n"
         f"TRAINING_BACKBONE={config.backbone} TRAINING_WEIGHTS={config.weights} "
         f"TRAINING_INPUT_SIZE={config.input_size} TRAINING_EPOCHS={config.epochs} "
         f"TRAINING_BATCH_SIZE={config.batch_size} TRAINING_LEARNING_RATE={config.learning_rate} "
-        f"TRAINING_PATIENCE={config.patience} TRAINING_SEED={config.seed} python manage.py train"
+        f"TRAINING_PATIENCE={config.patience} TRAINING_SEED={config.seed} "
+        f"TRAINING_SOURCE_BALANCE={config.source_balance} python manage.py train{start}"
     )
 
 
 def training_run_execute(*, run_id: int, listener: ProgressCallback | None = None) -> TrainingRun:
-    """Snapshot the curated data, train, evaluate on the frozen test split, gate, register.
+    """Snapshot the curated data, train, fit the decision rule, evaluate on the frozen test split,
+    register, gate against the active model case by case, and promote when the gate allows.
 
     ``listener`` hears each epoch's end (the terminal progress bar of ``manage.py train``)."""
     run = TrainingRun.objects.get(pk=run_id)
@@ -245,137 +253,117 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     recorder.log(f"Loading {len(train.paths)} train / {len(val.paths)} val / {len(test.paths)} test images")
     x_train, x_val, x_test = (load_images(d.paths, config.input_size) for d in (train, val, test))
     recorder.update(progress=0.1)
-    recorder.log(f"Training {config.backbone} ({config.weights} weights) at {config.input_size}px")
+    active = model_version_get_active()
+    initial, how = _warm_start_from(active, config)
+    recorder.log(f"Training {config.backbone} ({config.weights} weights) at {config.input_size}px, {how}")
     result = train_model(
         x_train=x_train, y_train=train.labels, x_val=x_val, y_val=val.labels, config=config,
-        on_epoch_end=recorder.epoch_end,
+        w_train=stratum_weights(y_true=train.labels, sources=train.sources, power=config.source_balance),
+        w_val=stratum_weights(y_true=val.labels, sources=val.sources) if len(val.paths) else None,
+        initial_model=initial, on_epoch_end=recorder.epoch_end,
     )  # fmt: skip
     recorder.log(f"Stopped after {result.epochs_run} epochs; best epoch {result.best_epoch}")
     recorder.update(history=result.history, progress=0.87)
 
-    metrics = _evaluate_candidate(result, x_val, val, x_test, test, config)
-    recorder.log(f"Test split: accuracy {metrics.get('accuracy')}, macro AUC {metrics.get('macro_auc')}")
-    active = model_version_get_active()
-    active_metrics = (
-        _evaluate_active(active, test, x_test, class_names, seed=config.seed) if active and test.paths else None
+    rule = fit_decision_rule(
+        probs=predict_batches(result.model, x_val),
+        y_true=val.labels,
+        sources=val.sources,
+        min_site_cases=settings.TRAINING["SITE_BIAS_MIN_CASES"],
     )
-    decision = _gate(metrics, active, active_metrics, has_test=bool(test.paths))
-    recorder.log(f"Gate: {'promote' if decision.promote else 'keep as candidate'}: {decision.reason}")
-
-    comparison = None
-    if active is not None:
-        comparison = {
-            "active_name": active.name,
-            "active_metrics": active_metrics or {},
-            "promoted": decision.promote,
-            "reason": decision.reason,
-        }
-    version = _register(run, result, config, snapshot, metrics, comparison, decision)
-    plots = _save_plots(run, result.history, metrics, class_names) if test.paths else {}
+    recorder.log(
+        f"Decision rule: temperature {rule.temperature:.2f}, own biases for {sorted(rule.site_bias) or 'no site'}"
+    )
+    version = _register(run, result, config, snapshot, rule)
+    decision = _judge(version, active, snapshot, test, x_test, result, config, recorder, how)
+    plots = _save_plots(run, result.history, version.metrics, class_names) if test.paths else {}
     recorder.log(f"Registered {version.name}")
     recorder.update(
         status=TrainingRun.Status.SUCCEEDED,
         progress=1.0,
-        metrics=metrics,
+        metrics=version.metrics,
         plots=plots,
         model_version=version,
         finished_at=timezone.now(),
     )
-
-
-def _evaluate_candidate(
-    result: TrainResult, x_val: np.ndarray, val: SplitData, x_test: np.ndarray, test: SplitData, config: TrainConfig
-) -> dict:
-    """Temperature from validation; every metric, and the shortcut check, on the frozen test split."""
-    temperature = 1.0
-    if len(x_val) >= 2:
-        temperature = fit_temperature(probs=predict_batches(result.model, x_val), y_true=val.labels)
-    metrics: dict = {"temperature": temperature, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
-    if not len(x_test):
-        return metrics
-    raw = predict_batches(result.model, x_test)
-    metrics.update(
-        evaluate_predictions(
-            y_true=test.labels,
-            probs=apply_temperature(raw, temperature),
-            class_names=list(config.class_names),
-            patients=test.patients,
-            sources=test.sources,
-            bootstrap_rounds=settings.TRAINING["BOOTSTRAP_ROUNDS"],
-            seed=config.seed,
-        )
-    )
-    metrics["shortcut"] = shortcut_check(
-        metrics=metrics,
-        embeddings=embeddings(result.model, x_test),
-        y_true=test.labels,
-        sources=test.sources,
-        class_names=list(config.class_names),
-        seed=config.seed,
-    )
-    return metrics
-
-
-def _gate(metrics: dict, active: ModelVersion | None, active_metrics: dict | None, *, has_test: bool) -> GateDecision:
-    if active is None:
-        return promotion_decision(candidate=metrics, active=None)
-    if not has_test:
-        return GateDecision(False, "The test split is empty; promote by hand if you trust this model.")
-    if active_metrics is None:
-        return GateDecision(False, f"The active model {active.name} has other classes; promote by hand.")
-    return promotion_decision(candidate=metrics, active=active_metrics)
+    if decision.promote:
+        model_version_promote(model_version=version, user=run.triggered_by, reason=f"Promotion gate: {decision.reason}")
 
 
 def _register(
-    run: TrainingRun,
-    result: TrainResult,
-    config: TrainConfig,
-    snapshot: DatasetSnapshot,
-    metrics: dict,
-    comparison: dict | None,
-    decision: GateDecision,
+    run: TrainingRun, result: TrainResult, config: TrainConfig, snapshot: DatasetSnapshot, rule: DecisionRule
 ) -> ModelVersion:
-    """Save the artifact and model card as a version; activate it when the gate allows."""
+    """Save the artifact with its decision rule as a candidate version."""
     name = f"{config.backbone}-{timezone.now():%Y%m%d-%H%M%S}-run{run.pk}"
-    card = model_card_render(
-        name=name,
-        architecture=config.backbone,
-        hyperparameters=config.as_dict(),
-        snapshot={"id": snapshot.pk, "content_hash": snapshot.content_hash, "counts": snapshot.counts},
-        metrics=metrics,
-        shortcut=metrics.get("shortcut"),
-        comparison=comparison,
-        reproduce=_reproduce_text(config, snapshot),
-    )
     with tempfile.TemporaryDirectory() as folder:
         artifact = Path(folder) / "model.keras"
         result.model.save(artifact)
-        version = model_version_register(
+        return model_version_register(
             name=name,
             artifact_path=artifact,
             architecture=config.backbone,
             class_names=list(config.class_names),
             input_size=config.input_size,
-            metrics={**metrics, "active_comparison": comparison},
             hyperparameters=config.as_dict(),
-            model_card=card,
+            decision_rule=rule.as_dict(),
             snapshot=snapshot,
         )
+
+
+def _judge(
+    version: ModelVersion,
+    active: ModelVersion | None,
+    snapshot: DatasetSnapshot,
+    test: SplitData,
+    x_test: np.ndarray,
+    result: TrainResult,
+    config: TrainConfig,
+    recorder: _RunRecorder,
+    how: str,
+) -> GateDecision:
+    """Store both versions' answers on the test split, compute metrics from them, gate, write the card."""
+    class_names = list(config.class_names)
+    rule = DecisionRule.from_dict(version.decision_rule)
+    metrics: dict = {"temperature": rule.temperature, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+    comparison = None
+    if test.paths:
+        probs = rule.adjust(predict_batches(result.model, x_test), test.sources)
+        evaluation_cases_record(version=version, snapshot=snapshot, split=test, probabilities=probs)
+        metrics.update(evaluation_metrics(version=version, snapshot=snapshot, seed=config.seed) or {})
+        metrics["shortcut"] = shortcut_check(
+            metrics=metrics,
+            embeddings=embeddings(result.model, x_test),
+            y_true=test.labels,
+            sources=test.sources,
+            class_names=class_names,
+            seed=config.seed,
+        )
+        recorder.log(f"Test split: accuracy {metrics.get('accuracy')}, macro AUC {metrics.get('macro_auc')}")
+        if active is not None and active.class_names == class_names:
+            active_probs = _score_active(active, test, x_test)
+            evaluation_cases_record(version=active, snapshot=snapshot, split=test, probabilities=active_probs)
+            comparison = {
+                "active_name": active.name,
+                "active_metrics": evaluation_metrics(version=active, snapshot=snapshot, seed=config.seed) or {},
+            }
+    decision = model_version_gate(candidate=version, active=active)
+    recorder.log(f"Gate: {'promote' if decision.promote else 'keep as candidate'}: {decision.reason}")
+    if comparison is not None:
+        comparison.update(promoted=decision.promote, reason=decision.reason)
+    version.metrics = {**metrics, "active_comparison": comparison}
+    version.gate = decision.as_dict()
     version.gate_decision = decision.reason
-    version.save(update_fields=["gate_decision"])
-    if decision.promote:
-        model_version_promote(model_version=version, user=run.triggered_by, reason=f"Promotion gate: {decision.reason}")
-    return version
-
-
-def new_reviews_since_last_snapshot() -> int:
-    latest = snapshot_latest()
-    return Review.objects.filter(id__gt=latest.last_review_id if latest else 0).count()
-
-
-def retrain_if_due(*, min_new_reviews: int | None = None) -> TrainingRun | None:
-    """The scheduled job: start a run when enough new reviews arrived since the last snapshot."""
-    threshold = settings.RETRAIN_MIN_NEW_REVIEWS if min_new_reviews is None else min_new_reviews
-    if training_run_in_progress() is not None or new_reviews_since_last_snapshot() < threshold:
-        return None
-    return training_run_create(user=None, trigger="schedule")
+    version.model_card = model_card_render(
+        name=version.name,
+        architecture=config.backbone,
+        hyperparameters=config.as_dict(),
+        snapshot={"id": snapshot.pk, "content_hash": snapshot.content_hash, "counts": snapshot.counts},
+        metrics=version.metrics,
+        shortcut=metrics.get("shortcut"),
+        comparison=comparison,
+        gate=version.gate,
+        decision_rule=version.decision_rule,
+        reproduce=_reproduce_text(config, snapshot, how),
+    )
+    version.save(update_fields=["metrics", "gate", "gate_decision", "model_card"])
+    return decision

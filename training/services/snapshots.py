@@ -1,7 +1,7 @@
 """Curated dataset snapshots: immutable (study, label, split) lists with a content hash."""
 
 import hashlib
-from collections import Counter
+from collections import Counter, defaultdict
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -12,29 +12,49 @@ from studies.selectors import study_annotate_labels
 from training.models import DatasetSnapshot, SnapshotItem
 
 
-def split_for_patient(ref: str, *, val_fraction: float, test_fraction: float) -> str:
-    """A stable, patient-level split from a hash of the pseudonymous key."""
-    position = int(hashlib.sha256(ref.encode()).hexdigest()[:12], 16) / float(16**12)
-    if position < test_fraction:
-        return Split.TEST.value
-    if position < test_fraction + val_fraction:
-        return Split.VAL.value
-    return Split.TRAIN.value
+def split_targets(total: int, *, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """How many of a (source, class) stratum's ``total`` patients belong in test and in val.
+
+    A stratum of 3 or more patients has at least one test patient, of 5 or more at least one
+    validation patient (a new site's own calibration); the rest, most of it, trains."""
+    test = max(1, round(test_fraction * total)) if total >= 3 else 0
+    val = max(1, round(val_fraction * total)) if total >= 5 else 0
+    return test, val
 
 
-def _assign_splits(patient_ids: set[int]) -> dict[int, str]:
-    """Give unassigned patients a split once; assigned ones keep theirs (the test split is frozen)."""
+def _hash_order(ref: str) -> str:
+    return hashlib.sha256(ref.encode()).hexdigest()
+
+
+def _assign_splits(first_studies: dict[int, Study]) -> dict[int, str]:
+    """Give unassigned patients a split once, stratified by source and class; assigned ones keep theirs
+    (the test split never loses a case).
+
+    ``first_studies``: each patient's first curated study (its source and label place the patient).
+    Within each (source, class) stratum, new patients, in the order of a hash of their key, fill
+    the test and validation places the stratum is short of (``split_targets`` of its new total),
+    then train. A new hospital therefore gets test and validation patients of every class it sends."""
     config = settings.TRAINING
-    patients = Patient.objects.select_for_update().filter(pk__in=patient_ids)
-    splits = {}
-    for patient in patients:
-        if not patient.split:
-            patient.split = split_for_patient(
-                patient.ref, val_fraction=config["VAL_FRACTION"], test_fraction=config["TEST_FRACTION"]
-            )
+    patients = {p.pk: p for p in Patient.objects.select_for_update().filter(pk__in=first_studies)}
+    strata: dict[tuple[str, str], list[Patient]] = defaultdict(list)
+    for patient_id, study in first_studies.items():
+        strata[(study.source, study.final_label)].append(patients[patient_id])
+    for members in strata.values():
+        placed = Counter(p.split for p in members if p.split)
+        new = sorted((p for p in members if not p.split), key=lambda p: _hash_order(p.ref))
+        test, val = split_targets(
+            len(members), val_fraction=config["VAL_FRACTION"], test_fraction=config["TEST_FRACTION"]
+        )
+        for patient in new:
+            if placed[Split.TEST] < test:
+                patient.split = Split.TEST
+            elif placed[Split.VAL] < val:
+                patient.split = Split.VAL
+            else:
+                patient.split = Split.TRAIN
+            placed[patient.split] += 1
             patient.save(update_fields=["split"])
-        splits[patient.pk] = patient.split
-    return splits
+    return {pk: str(patient.split) for pk, patient in patients.items()}
 
 
 def _nested(pairs: Counter) -> dict[str, dict[str, int]]:
@@ -70,7 +90,10 @@ def snapshot_create(*, user: AbstractBaseUser | None = None) -> DatasetSnapshot:
         if study.sha256 not in seen:
             seen.add(study.sha256)
             studies.append(study)
-    splits = _assign_splits({study.patient_id for study in studies})
+    first_studies: dict[int, Study] = {}
+    for study in studies:
+        first_studies.setdefault(study.patient_id, study)
+    splits = _assign_splits(first_studies)
     digest = hashlib.sha256()
     rows = []
     items = []

@@ -26,10 +26,17 @@ class Command(BaseCommand):
         parser.add_argument("--input-size", type=int)
         parser.add_argument("--batch-size", type=int)
         parser.add_argument("--learning-rate", type=float)
+        parser.add_argument(
+            "--from-scratch",
+            action="store_true",
+            help="random initialisation instead of fine-tuning the active model (the default when compatible)",
+        )
 
     def handle(self, *args, **options) -> None:
         keys = ("backbone", "weights", "epochs", "input_size", "batch_size", "learning_rate")
         overrides = {k: options[k] for k in keys if options.get(k) is not None}
+        if options["from_scratch"]:
+            overrides["warm_start"] = False
         try:
             run = training_run_create(user=None, trigger="command", hyperparameters=overrides, dispatch=False)
         except ValidationError as exc:
@@ -47,6 +54,7 @@ class Command(BaseCommand):
             raise CommandError(f"Training run {run.pk} failed: {run.error}")
         version = run.model_version
         metrics = run.metrics
+        version.refresh_from_db()
         self.stdout.write(f"Registered {version.name}: {version.status}. {version.gate_decision}")
         self.stdout.write(
             f"Test split: n={metrics.get('n')}, accuracy {_fmt(metrics.get('accuracy'))}, "
