@@ -1,10 +1,16 @@
 """The learning loop end to end on the real chest X-ray development set.
 
-Train version A on some sources, upload another source's studies through the REST API (version A
-predicts them inline), review them with their true labels, retrain version B, and compare both
-versions per source on the same frozen, patient-level test split.
+Scenario "new-site" (the default): version A is trained without one hospital (--site, default
+cohen-early, whose adults include the set's only adult non-COVID pneumonias). Half of that
+hospital's patients are uploaded through the REST API and reviewed with their true labels; a run is
+started through the API (it fine-tunes A); the other half, uploaded but never reviewed, judges A
+against the served model, and the old sources are compared case by case on the frozen test split.
 
-    .venv/bin/python bench/learning_loop.py --epochs 2 --input-size 64
+Scenario "new-sources": train A on some sources, upload and review others, retrain B, compare both
+per source on the same frozen, patient-level test split.
+
+    .venv/bin/python bench/learning_loop.py                       # new-site, default settings
+    .venv/bin/python bench/learning_loop.py --epochs 2 --input-size 64 --scenario new-sources
 
 Everything happens in a work folder of its own (SQLite database, media root); Celery tasks run inline.
 These are research numbers on a small, confounded data set, never diagnostic performance.
@@ -69,6 +75,8 @@ class Stopwatch:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=("new-site", "new-sources"), default="new-site")
+    parser.add_argument("--site", default="cohen-early", help="new-site: the hospital left out of version A")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding labels.csv and images/")
     parser.add_argument("--train-sources", default=DEFAULT_TRAIN_SOURCES, help="sources imported for version A")
     parser.add_argument("--new-sources", default=DEFAULT_NEW_SOURCES, help="sources uploaded and reviewed")
@@ -371,6 +379,184 @@ def run_loop(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> dict[
     }
 
 
+def halves_by_patient(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The site's rows split by patient into a half that is reviewed and a half that judges,
+    alternating within each class (a patient's first label) in the order of a hash of its key."""
+    import hashlib
+
+    first_label: dict[str, str] = {}
+    for row in rows:
+        first_label.setdefault(row["patient"], row["label"])
+    learn: set[str] = set()
+    for label in sorted(set(first_label.values())):
+        patients = sorted(
+            (p for p, first in first_label.items() if first == label),
+            key=lambda p: hashlib.sha256(p.encode()).hexdigest(),
+        )
+        learn.update(patients[0::2])
+    return [r for r in rows if r["patient"] in learn], [r for r in rows if r["patient"] not in learn]
+
+
+def judge_summary(uploads: list[dict[str, Any]], class_names: list[str]) -> dict[str, Any]:
+    """Accuracy, per-class recall and COVID AUC of one version's answers on the judging half."""
+    from sklearn.metrics import roc_auc_score
+
+    summary = prediction_summary(uploads, class_names)["all"]
+    is_covid = [u["label"] == "covid" for u in uploads]
+    scores = [u["probabilities"]["covid"] for u in uploads]
+    summary["covid_auc"] = roc_auc_score(is_covid, scores) if 0 < sum(is_covid) < len(is_covid) else None
+    return summary
+
+
+def answers(client: "APIClient", study_ids: list[int], rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Each study's newest prediction as the API shows it."""
+    from django.urls import reverse
+
+    result = []
+    for study_id, row in zip(study_ids, rows, strict=True):
+        detail = client.get(reverse("api:study-detail", kwargs={"pk": study_id}))
+        expect(detail, 200, f"study {study_id}")
+        prediction = detail.data["prediction"]
+        result.append(
+            {
+                "study_id": study_id,
+                "source": row["source"],
+                "label": row["label"],
+                "predicted": prediction["label"],
+                "probabilities": prediction["probabilities"],
+                "model_version": prediction["model_version"],
+            }
+        )
+    return result
+
+
+def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> dict[str, Any]:
+    data = args.data.resolve()
+    with (data / "labels.csv").open(newline="") as handle:
+        all_rows = list(csv.DictReader(handle))
+    sources = sorted({row["source"] for row in all_rows})
+    if args.site not in sources:
+        raise BenchError(f"unknown site {args.site}; labels.csv has {', '.join(sources)}.")
+    train_sources = [s for s in sources if s != args.site]
+    learn_rows, judge_rows = halves_by_patient([r for r in all_rows if r["source"] == args.site])
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("input_size", args.input_size)) if v is not None}
+    setup_django(workdir)
+    from django.conf import settings
+    from django.urls import reverse
+
+    from studies.tasks import study_predict_task
+    from training.models import TrainingRun
+    from training.selectors import model_version_get_active
+
+    class_names = list(settings.CLASS_NAMES)
+    with watch.step("1 import the other sources"):
+        imported = import_sources(data, train_sources)
+    with watch.step("2 train version A (from scratch)"):
+        run_a = train_version({**overrides, "warm_start": False})
+    uploader, reviewer, staff = api_client("uploader"), api_client("reviewer"), staff_client()
+    with watch.step("3 upload the judging half (A predicts; never reviewed)"):
+        judged = upload_studies(uploader, data, judge_rows)
+    with watch.step("4 upload and review the learning half"):
+        learned = upload_studies(uploader, data, learn_rows)
+        reviews = review_studies(reviewer, learned)
+    with watch.step("5 POST /api/training-runs/ (fine-tunes the served model)"):
+        response = staff.post(reverse("api:training-run-list"), overrides, format="json")
+        expect(response, 202, "starting a training run")
+        run_b = TrainingRun.objects.get(pk=response.data["id"])
+        if run_b.status != TrainingRun.Status.SUCCEEDED:
+            raise BenchError(f"training run {run_b.pk} ended {run_b.status}: {run_b.error}")
+    judge_ids = [u["study_id"] for u in judged]
+    before = answers(uploader, judge_ids, judge_rows)
+    with watch.step("6 the served model answers the judging half again"):
+        for study_id in judge_ids:
+            study_predict_task.apply(args=[study_id])
+    after = answers(uploader, judge_ids, judge_rows)
+    version_b = run_b.model_version
+    version_b.refresh_from_db()
+    active = model_version_get_active()
+    metrics_b = version_b.metrics
+    return {
+        "scenario": "new-site",
+        "settings": {
+            "data": str(data),
+            "site": args.site,
+            "train_sources": train_sources,
+            "hyperparameter_overrides": overrides,
+            "class_names": class_names,
+        },
+        "timings_s": watch.seconds,
+        "imported_by_source": imported,
+        "halves": {
+            "learn": {"images": len(learn_rows), "patients": len({r["patient"] for r in learn_rows})},
+            "judge": {"images": len(judge_rows), "patients": len({r["patient"] for r in judge_rows})},
+        },
+        "reviews": reviews,
+        "version_a": version_info(run_a),
+        "version_b": version_info(run_b),
+        "judge_half": {"a": judge_summary(before, class_names), "served_after": judge_summary(after, class_names)},
+        "final_test_split": {
+            "a": (metrics_b.get("active_comparison") or {}).get("active_metrics") or {},
+            "b": {k: v for k, v in metrics_b.items() if k != "active_comparison"},
+        },
+        "gate": version_b.gate,
+        "served": {"before": run_a.model_version.name, "after": active.name if active else None},
+        "note": HONEST_NOTE,
+    }
+
+
+def staff_client() -> "APIClient":
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(get_user_model().objects.create_user(username="bench-staff", is_staff=True))
+    return client
+
+
+def print_new_site_report(report: dict[str, Any]) -> None:
+    settings = report["settings"]
+    class_names = settings["class_names"]
+    print("\n=== Learning-loop benchmark: a new site ===")
+    print(f"site {settings['site']} left out of version A (trained on {', '.join(settings['train_sources'])})")
+    halves = report["halves"]
+    print(
+        f"learning half: {halves['learn']['images']} images of {halves['learn']['patients']} patients, uploaded and "
+        f"reviewed; judging half: {halves['judge']['images']} images of {halves['judge']['patients']} patients, "
+        "uploaded, never reviewed"
+    )
+    print("\n-- Timings --")
+    for name, seconds in report["timings_s"].items():
+        print(f"{name:<60}{seconds:>9.1f} s")
+    print(f"\n-- The judging half of {settings['site']}: version A -> the served model after the run --")
+    a, b = report["judge_half"]["a"], report["judge_half"]["served_after"]
+    print(f"{'':<24}{'A':>8}{'after':>8}")
+    print(f"{'accuracy':<24}{fmt(a['accuracy']):>8}{fmt(b['accuracy']):>8}")
+    print(f"{'COVID AUC':<24}{fmt(a['covid_auc']):>8}{fmt(b['covid_auc']):>8}")
+    for name in class_names:
+        support = a["per_class"][name]["support"]
+        if support:
+            print(
+                f"{'recall ' + name + f' (n={support})':<24}"
+                f"{fmt(a['per_class'][name]['sensitivity']):>8}{fmt(b['per_class'][name]['sensitivity']):>8}"
+            )
+    print(f"predicted by A {a['predicted']}; after {b['predicted']}")
+    print("\n-- Both versions on the frozen test split (the same cases) --")
+    for line in source_table(report, new_sources=[settings["site"]]):
+        print(line)
+    gate = report["gate"] or {}
+    print("\n-- Gate --")
+    print(f"{'promote' if gate.get('promote') else 'keep as candidate'}: {gate.get('reason')}")
+    for row in gate.get("comparisons", []):
+        print(
+            f"  {row['scope']:<18}{row['metric']:<24}n={row['patients']:<4} {row['active']:.3f} -> "
+            f"{row['candidate']:.3f}  diff {row['difference']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}]  "
+            f"{row['verdict']}"
+        )
+    served = report["served"]
+    print(f"served model: {served['before']} -> {served['after']}")
+    print(f"\nNote: {report['note']}")
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -382,10 +568,10 @@ def fmt_ci(metrics: dict, key: str) -> str:
     return f"{fmt(metrics.get(key))} [{fmt(low)}, {fmt(high)}]"
 
 
-def source_table(report: dict[str, Any]) -> list[str]:
+def source_table(report: dict[str, Any], new_sources: list[str] | None = None) -> list[str]:
     """Both versions per source on the final frozen test split; '-' where a class is absent."""
     class_names = report["settings"]["class_names"]
-    new_sources = report["settings"]["new_sources"]
+    new_sources = report["settings"]["new_sources"] if new_sources is None else new_sources
     by_version = report["final_test_split"]
     header = f"{'source':<20}{'ver':>4}{'n':>6}{'accuracy':>10}{'macro AUC':>11}" + "".join(
         f"{'sens ' + name:>16}" for name in class_names
@@ -415,7 +601,7 @@ def source_table(report: dict[str, Any]) -> list[str]:
                 f"{'all' if version == 'a' else '':<20}{version.upper():>4}{metrics['n']:>6}"
                 f"{fmt(metrics['accuracy']):>10}{fmt(metrics['macro_auc']):>11}{sensitivities}"
             )
-    lines.append("* new source: uploaded through the API and reviewed in steps 3-4")
+    lines.append("* new source: uploaded through the API and reviewed")
     return lines
 
 
@@ -513,7 +699,7 @@ def main() -> int:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     try:
-        report = run_loop(args, watch, workdir)
+        report = (run_new_site if args.scenario == "new-site" else run_loop)(args, watch, workdir)
     except BenchError as exc:
         print(f"benchmark failed at step '{watch.current}': {exc}", file=sys.stderr)
         return 1
@@ -526,7 +712,7 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"work folder kept: {workdir}")
-    print_report(report)
+    (print_new_site_report if args.scenario == "new-site" else print_report)(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
         print(f"report written to {args.json}")

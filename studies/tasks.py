@@ -48,7 +48,7 @@ def study_predict_task(self, study_id: int) -> str:
         return "done"
     study_mark_processing(study=study)
     try:
-        result = predict_image(study.image.path, model_version_load(version=model_version))
+        result = predict_image(study.image.path, model_version_load(version=model_version), site=study.source)
     except ImageDecodeError as exc:
         study_mark_failed(study=study, reason=str(exc))
         return "failed"

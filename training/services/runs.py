@@ -259,7 +259,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     result = train_model(
         x_train=x_train, y_train=train.labels, x_val=x_val, y_val=val.labels, config=config,
         w_train=stratum_weights(y_true=train.labels, sources=train.sources, power=config.source_balance),
-        w_val=stratum_weights(y_true=val.labels, sources=val.sources) if len(val.paths) else None,
+        w_val=stratum_weights(y_true=val.labels, sources=val.sources, power=config.source_balance),
         initial_model=initial, on_epoch_end=recorder.epoch_end,
     )  # fmt: skip
     recorder.log(f"Stopped after {result.epochs_run} epochs; best epoch {result.best_epoch}")

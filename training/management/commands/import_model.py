@@ -19,6 +19,11 @@ class Command(BaseCommand):
             raise CommandError(f"{directory} has no metadata.json; export it with export_model.")
         version = model_version_import(directory=directory)
         if activate:
-            model_version_promote(model_version=version, user=None, reason=f"Imported from {directory} and activated.")
+            model_version_promote(
+                model_version=version,
+                user=None,
+                reason=f"Imported from {directory} and activated from the command line.",
+                override=True,
+            )
         self.stdout.write(self.style.SUCCESS(f"Registered {version.name} ({version.status})"))
         self.stdout.write(f"{ModelVersion.objects.count()} model versions registered.")
