@@ -444,7 +444,6 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
     from django.conf import settings
     from django.urls import reverse
 
-    from studies.tasks import study_predict_task
     from training.models import TrainingRun
     from training.selectors import model_version_get_active
 
@@ -456,6 +455,8 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
     uploader, reviewer, staff = api_client("uploader"), api_client("reviewer"), staff_client()
     with watch.step("3 upload the judging half (A predicts; never reviewed)"):
         judged = upload_studies(uploader, data, judge_rows)
+    judge_ids = [u["study_id"] for u in judged]
+    before = answers(uploader, judge_ids, judge_rows)
     with watch.step("4 upload and review the learning half"):
         learned = upload_studies(uploader, data, learn_rows)
         reviews = review_studies(reviewer, learned)
@@ -465,11 +466,7 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
         run_b = TrainingRun.objects.get(pk=response.data["id"])
         if run_b.status != TrainingRun.Status.SUCCEEDED:
             raise BenchError(f"training run {run_b.pk} ended {run_b.status}: {run_b.error}")
-    judge_ids = [u["study_id"] for u in judged]
-    before = answers(uploader, judge_ids, judge_rows)
-    with watch.step("6 the served model answers the judging half again"):
-        for study_id in judge_ids:
-            study_predict_task.apply(args=[study_id])
+    # A promotion re-predicts every unreviewed study (queue "repredict"; inline here), the judging half included.
     after = answers(uploader, judge_ids, judge_rows)
     version_b = run_b.model_version
     version_b.refresh_from_db()
@@ -499,7 +496,11 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
             "b": {k: v for k, v in metrics_b.items() if k != "active_comparison"},
         },
         "gate": version_b.gate,
-        "served": {"before": run_a.model_version.name, "after": active.name if active else None},
+        "served": {
+            "before": run_a.model_version.name,
+            "after": active.name if active else None,
+            "judge_half_answered_by": sorted({str(u["model_version"]) for u in after}),
+        },
         "note": HONEST_NOTE,
     }
 
@@ -554,6 +555,7 @@ def print_new_site_report(report: dict[str, Any]) -> None:
         )
     served = report["served"]
     print(f"served model: {served['before']} -> {served['after']}")
+    print(f"the judging half is now answered by: {', '.join(served['judge_half_answered_by'])}")
     print(f"\nNote: {report['note']}")
 
 

@@ -57,7 +57,7 @@ case "${cmd}" in
         ;;
     worker-inference)
         wait_for_migrations
-        exec celery -A config worker -Q inference -c "${INFERENCE_CONCURRENCY:-2}" -n "inference@%h" \
+        exec celery -A config worker -Q inference,repredict -c "${INFERENCE_CONCURRENCY:-2}" -n "inference@%h" \
             --prefetch-multiplier 1 -O fair --loglevel "${CELERY_LOG_LEVEL}" "$@"
         ;;
     worker-training)

@@ -17,7 +17,7 @@ stop() {
 trap stop INT TERM EXIT
 
 # Two processes: a long training run (queue "training") never blocks predictions (queue "inference").
-$BIN/celery -A config worker -Q inference,training --concurrency 2 --prefetch-multiplier 1 -O fair \
+$BIN/celery -A config worker -Q inference,repredict,training --concurrency 2 --prefetch-multiplier 1 -O fair \
     --loglevel INFO -n embedded@%h &
 pids+=($!)
 $BIN/celery -A config beat --loglevel INFO &

@@ -81,6 +81,23 @@ def review_queue_list(*, user: AbstractBaseUser) -> QuerySet[Study]:
     )
 
 
+def studies_awaiting_reprediction(*, model_version_id: int, after_id: int, limit: int) -> list[int]:
+    """Ids of predicted, unreviewed studies that ``model_version`` has not answered, in id order after a cursor."""
+    answered = Prediction.objects.filter(study=OuterRef("pk"), model_version_id=model_version_id)
+    return list(
+        Study.objects.filter(status=Study.Status.PREDICTED, pk__gt=after_id)
+        .exclude(Exists(Review.objects.filter(study=OuterRef("pk"))))
+        .exclude(Exists(answered))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def studies_waiting_for_prediction() -> bool:
+    """Whether new uploads are waiting or being predicted: re-prediction gives way to them."""
+    return Study.objects.filter(status__in=[Study.Status.QUEUED, Study.Status.PROCESSING]).exists()
+
+
 def study_latest_prediction(study: Study) -> Prediction | None:
     predictions = list(study.predictions.all())
     return max(predictions, key=lambda p: (p.created_at, p.id)) if predictions else None

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference.preprocessing import ImageDecodeError, load_grayscale
+from inference.services import PredictionResult
 from studies.models import Label, Patient, Prediction, Review, Study
 from studies.selectors import study_latest_prediction
 from studies.tasks import study_predict_task
@@ -176,6 +177,20 @@ def prediction_record(
         existing = prediction
     study_mark_predicted(study=study)
     return existing
+
+
+@transaction.atomic
+def predictions_record_batch(*, model_version_id: int, results: list[tuple[Study, PredictionResult]]) -> int:
+    """Store one model version's answers for a batch of studies in one transaction."""
+    for study, result in results:
+        prediction_record(
+            study=study,
+            model_version_id=model_version_id,
+            probabilities=result.probabilities,
+            inference_ms=result.inference_ms,
+            heatmap_jpeg=result.heatmap_jpeg,
+        )
+    return len(results)
 
 
 def study_mark_predicted(*, study: Study) -> Study:

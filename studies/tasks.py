@@ -66,6 +66,49 @@ def study_predict_task(self, study_id: int) -> str:
     return "done"
 
 
+@shared_task(
+    name="studies.repredict_unreviewed",
+    bind=True,
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    max_retries=5,
+)
+def repredict_unreviewed_task(self, model_version_id: int, after_id: int = 0) -> int:
+    """After a promotion: answer the unreviewed studies again with the new active model, one batch per
+    message on the low-priority "repredict" queue. Gives way while new uploads wait, stops when the
+    version is no longer active; old predictions stay for audit. Returns how many studies it answered."""
+    from inference.services import predict_image
+    from studies.models import Study
+    from studies.selectors import studies_awaiting_reprediction, studies_waiting_for_prediction
+    from studies.services import predictions_record_batch
+    from training.models import ModelVersion
+    from training.services import model_version_load
+
+    version = ModelVersion.objects.filter(pk=model_version_id, is_active=True).first()
+    if version is None:
+        return 0
+    if not self.request.is_eager and studies_waiting_for_prediction():
+        self.apply_async((model_version_id, after_id), countdown=settings.REPREDICT_YIELD_SECONDS)
+        return 0
+    study_ids = studies_awaiting_reprediction(
+        model_version_id=version.pk, after_id=after_id, limit=settings.REPREDICT_BATCH_SIZE
+    )
+    if not study_ids:
+        return 0
+    loaded = model_version_load(version=version)
+    results = []
+    for study in Study.objects.filter(pk__in=study_ids).order_by("pk"):
+        try:
+            results.append((study, predict_image(study.image.path, loaded, site=study.source)))
+        except Exception:  # keep the study's earlier answer; the cursor moves past it
+            logger.exception("Re-prediction failed for study %s", study.pk)
+    predictions_record_batch(model_version_id=version.pk, results=results)
+    if len(study_ids) == settings.REPREDICT_BATCH_SIZE:
+        self.apply_async((model_version_id, study_ids[-1]))
+    return len(results)
+
+
 @shared_task(name="inference.requeue_stale_studies")
 def requeue_stale_studies_task() -> int:
     """Beat job: the row, not the broker, holds the state; re-dispatch studies left queued."""

@@ -85,6 +85,7 @@ def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "study": study,
         "prediction": prediction,
+        "earlier_predictions": [p for p in study.predictions.all() if prediction and p.pk != prediction.pk],
         "confidence_percent": 100 * prediction.confidence if prediction else None,
         "probabilities": [(value, name, 100 * probabilities.get(value, 0.0)) for value, name in Label.choices],
         "labels": Label.choices,

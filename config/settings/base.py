@@ -147,6 +147,8 @@ CELERY_TASK_DEFAULT_QUEUE = "inference"
 CELERY_TASK_ROUTES = {
     "inference.*": {"queue": "inference"},
     "training.*": {"queue": "training"},
+    # Re-prediction after a promotion: low priority, batched, gives way to new uploads.
+    "studies.repredict_unreviewed": {"queue": "repredict"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
@@ -195,6 +197,10 @@ PROMOTION = {
 }
 # A study left queued this long is dispatched again by the beat job.
 REQUEUE_AFTER_SECONDS = env.int("REQUEUE_AFTER_SECONDS", default=300)
+# After a promotion the unreviewed studies are answered again by the new model, this many per
+# message; while uploads wait, the re-prediction steps back for this many seconds.
+REPREDICT_BATCH_SIZE = env.int("REPREDICT_BATCH_SIZE", default=32)
+REPREDICT_YIELD_SECONDS = env.int("REPREDICT_YIELD_SECONDS", default=5)
 
 LOGGING = {
     "version": 1,

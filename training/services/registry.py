@@ -1,5 +1,6 @@
 """The model registry: register versions, judge them with the gate, change the active model."""
 
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
@@ -9,6 +10,7 @@ from django.core.files import File
 from django.db import transaction
 
 from inference.services import DecisionRule, LoadedModel, load_model
+from studies.tasks import repredict_unreviewed_task
 from training.gate import FIRST_VERSION, GateDecision, GatePolicy, gate_decide
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
 from training.selectors import evaluation_case_sets
@@ -133,4 +135,6 @@ def model_version_promote(
         override=not decision.promote,
         gate_reason=decision.reason,
     )
+    # Open studies get the new model's answer too (in the background, low priority).
+    transaction.on_commit(partial(repredict_unreviewed_task.delay, model_version.pk))
     return model_version
