@@ -114,11 +114,14 @@ def fit_decision_rule(
     sources: list[str],
     min_site_cases: int = 4,
     site_prior_strength: float = 1.0,
+    source_balance: float = 1.0,
 ) -> DecisionRule:
     """The deployed decision rule, fitted on validation outputs.
 
-    A temperature and a per-class bias minimise the source-and-class-balanced NLL of
-    softmax(log p / T + b) (bias-corrected temperature scaling). Each site with at least
+    A temperature and a per-class bias minimise the NLL of softmax(log p / T + b) (bias-corrected
+    temperature scaling), each case weighted by ``stratum_weights(power=source_balance)``: the
+    training's own balance (full balance, 1.0, let a rare site's two validation images set the
+    bias for every site). Each site with at least
     ``min_site_cases`` validation cases gets its own bias, fitted to its cases (class-balanced)
     and pulled towards the global bias with a weight of ``site_prior_strength`` cases: a prior
     (label-shift) correction, so a model that ranks a new hospital's images well stops calling
@@ -129,7 +132,7 @@ def fit_decision_rule(
     y_true, probs = _checked(y_true, probs)
     n_classes = probs.shape[1]
     log_p = np.log(np.clip(probs, PROBABILITY_FLOOR, 1.0))
-    weights = stratum_weights(y_true=y_true, sources=sources)
+    weights = stratum_weights(y_true=y_true, sources=sources, power=source_balance)
 
     def global_loss(params: np.ndarray) -> float:
         bias = np.r_[0.0, params[1:]]

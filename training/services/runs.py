@@ -270,6 +270,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
         y_true=val.labels,
         sources=val.sources,
         min_site_cases=settings.TRAINING["SITE_BIAS_MIN_CASES"],
+        source_balance=config.source_balance,
     )
     recorder.log(
         f"Decision rule: temperature {rule.temperature:.2f}, own biases for {sorted(rule.site_bias) or 'no site'}"
