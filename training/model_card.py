@@ -190,8 +190,8 @@ def _decision_rule_section(rule: dict | None) -> str:
         "## Decision rule",
         "",
         "The deployed answer is the argmax of softmax(log p / T + b), with T and the per-class bias b fitted on the "
-        "validation split (source- and class-balanced); a site with enough validation cases has its own b (a "
-        "prior correction). The test-split figures above use exactly this rule.",
+        "validation split (cases weighted by source and class as in training); a site with enough validation "
+        "cases has its own b (a prior correction). The test-split figures above use exactly this rule.",
         "",
         f"- Temperature: {_number(rule.get('temperature'))}",
         f"- Global bias: {', '.join(_number(b) for b in rule.get('bias', [])) or 'none'}",
