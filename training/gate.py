@@ -81,7 +81,9 @@ class Comparison:
     difference: float
     low: float  # 95% interval of the difference, paired bootstrap over patients
     high: float
-    verdict: str  # "better", "non-inferior", "worse" (not shown non-inferior) or "not judged"
+    # "better" (low > 0), "non-inferior" (low > -margin), "inconclusive" (not shown non-inferior),
+    # "worse" (high < 0: shown worse) or "not judged" (too few patients or cases). "worse" and "inconclusive" refuse.
+    verdict: str
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,10 @@ def _compare(
         verdict = "better"
     elif low > -policy.non_inferiority_margin:
         verdict = "non-inferior"
-    else:
+    elif high < 0:
         verdict = "worse"
+    else:
+        verdict = "inconclusive"
     return Comparison(
         scope=scope,
         metric=metric,
@@ -218,8 +222,11 @@ def _describe(row: Comparison) -> str:
     )
 
 
+REFUSING = ("worse", "inconclusive")
+
+
 def _verdict(rows: tuple[Comparison, ...], policy: GatePolicy) -> GateDecision:
-    worse = [row for row in rows if row.verdict == "worse"]
+    worse = [row for row in rows if row.verdict in REFUSING]
     better = [row for row in rows if row.verdict == "better"]
     margin = policy.non_inferiority_margin
     if worse:

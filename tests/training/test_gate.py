@@ -68,7 +68,7 @@ def test_losing_covid_cases_on_an_old_site_is_refused_even_when_the_new_site_imp
     candidate, active = two_sites(site_b_fixed=True, covid_lost=3)
     decision = gate_decide(candidate=candidate, active=active, policy=POLICY)
     assert not decision.promote
-    assert rows(decision, "site-a")["sensitivity:covid"] == "worse"
+    assert rows(decision, "site-a")["sensitivity:covid"] in ("worse", "inconclusive")
 
 
 def test_a_non_inferior_tie_goes_to_the_candidate_unless_the_policy_says_otherwise():
