@@ -15,9 +15,10 @@ from rest_framework.views import APIView
 
 from inference.preprocessing import display_image
 from studies.models import Label, Study
-from studies.permissions import CanUpload, IsReviewer
+from studies.permissions import CanUpload, HasRole, IsReviewer
 from studies.selectors import study_get_for_user, study_latest_prediction, study_list
 from studies.services import image_check, review_submit, study_create
+from studies.sites import site_for_upload
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -77,7 +78,7 @@ class StudyOutputSerializer(serializers.Serializer):
 class StudyListCreateApi(APIView):
     """GET: the studies you may see, filtered and paginated. POST: upload one image."""
 
-    permission_classes = [CanUpload]
+    permission_classes = [HasRole, CanUpload]
     allowed_fields = {"image", "patient_ref", "view", "source", "notes"}
 
     class FilterSerializer(serializers.Serializer):
@@ -99,7 +100,12 @@ class StudyListCreateApi(APIView):
             required=False, allow_blank=True, max_length=128, help_text="Pseudonymous patient key; never a name."
         )
         view = serializers.CharField(required=False, allow_blank=True, max_length=32)
-        source = serializers.CharField(required=False, allow_blank=True, max_length=100)
+        source = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=100,
+            help_text="The site (slug) the study belongs to; may be left out by users of a single site.",
+        )
         notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
         def validate_image(self, file):
@@ -136,9 +142,9 @@ class StudyListCreateApi(APIView):
         study = study_create(
             checked=data["image"],
             uploaded_by=request.user,
+            site=site_for_upload(user=request.user, source=data.get("source", "")),
             patient_ref=data.get("patient_ref", ""),
             view=data.get("view", ""),
-            source=data.get("source", ""),
             notes=data.get("notes", ""),
         )
         study = study_get_for_user(user=request.user, study_id=study.pk)
@@ -196,7 +202,7 @@ class StudyHeatmapApi(APIView):
 class ReviewCreateApi(APIView):
     """A reviewer confirms or corrects the prediction; the latest review is the study's label."""
 
-    permission_classes = [IsReviewer]
+    permission_classes = [HasRole, IsReviewer]
 
     class InputSerializer(serializers.Serializer):
         class Meta:

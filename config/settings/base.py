@@ -110,7 +110,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # A login is not enough: every API view also needs a role (a site membership or a permission).
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "studies.permissions.HasRole"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -126,6 +127,15 @@ SPECTACULAR_SETTINGS = {
     # The description of the API is public; every endpoint it describes still needs a login.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
+
+# --- Sites, roles and accounts (studies/sites.py; README "Sites, roles and accounts") ---
+# A reviewer may review a study they uploaded only when this is on.
+ALLOW_SELF_REVIEW = env.bool("ALLOW_SELF_REVIEW", default=False)
+# `bootstrap` makes demo users with passwords (printed, kept in DEMO_CREDENTIALS_FILE) only when on;
+# production turns it off and bootstrap then creates BOOTSTRAP_ADMIN_USERNAME from the environment's
+# BOOTSTRAP_ADMIN_PASSWORD (or a prompt), never printing or storing a password.
+DEMO_USERS = env.bool("DEMO_USERS", default=True)
+BOOTSTRAP_ADMIN_USERNAME = env("BOOTSTRAP_ADMIN_USERNAME", default="admin")
 
 # Celery. Embedded default: the filesystem transport under var/broker, no server needed.
 BROKER_DIR = VAR_DIR / "broker"
