@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from accounts.apis import AuthTokenCreateApi
 from studies import apis as study_apis
 from training import apis as training_apis
 
@@ -13,7 +13,7 @@ def healthz(request):
 
 
 api_patterns = [
-    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path("auth/token/", AuthTokenCreateApi.as_view(), name="auth-token"),
     path("studies/", study_apis.StudyListCreateApi.as_view(), name="study-list"),
     path("studies/<int:pk>/", study_apis.StudyDetailApi.as_view(), name="study-detail"),
     path("studies/<int:pk>/image/", study_apis.StudyImageApi.as_view(), name="study-image"),
