@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.apis import AuthTokenCreateApi
@@ -10,6 +11,16 @@ from training import apis as training_apis
 
 def healthz(request):
     return JsonResponse({"status": "ok"})
+
+
+def not_found(request, exception=None):
+    """API clients get a 404 in DRF's shape even for paths no route matches (e.g. /api/studies/-1/)."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found
 
 
 api_patterns = [

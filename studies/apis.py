@@ -45,7 +45,7 @@ class StudyOutputSerializer(serializers.Serializer):
     image_url = serializers.SerializerMethodField()
     heatmap_url = serializers.SerializerMethodField()
     uploaded_at = serializers.DateTimeField()
-    uploaded_by = serializers.CharField(source="uploaded_by.username", default=None)
+    uploaded_by = serializers.CharField(source="uploaded_by.username", default=None, allow_null=True)
     patient_ref = serializers.CharField(source="patient.ref")
     view = serializers.CharField()
     source = serializers.CharField()
@@ -79,6 +79,7 @@ class StudyListCreateApi(APIView):
     """GET: the studies you may see, filtered and paginated. POST: upload one image."""
 
     permission_classes = [HasRole, CanUpload]
+    pagination_class = PageNumberPagination
     allowed_fields = {"image", "patient_ref", "view", "source", "notes"}
 
     class FilterSerializer(serializers.Serializer):
@@ -89,7 +90,7 @@ class StudyListCreateApi(APIView):
         reviewed = serializers.BooleanField(required=False, allow_null=True, default=None)
         label = serializers.ChoiceField(choices=Label.choices, required=False, help_text="Final (reviewed) label.")
         predicted_label = serializers.ChoiceField(choices=Label.choices, required=False)
-        source = serializers.CharField(required=False)
+        source = serializers.SlugField(required=False, help_text="A site's slug.")
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -123,7 +124,7 @@ class StudyListCreateApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         queryset = study_list(user=request.user, filters=filters.validated_data)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(
             StudyOutputSerializer(page, many=True, context={"request": request}).data

@@ -22,7 +22,7 @@ PLOT_NAMES = ("training_curves", "confusion_matrix", "roc", "reliability")
 
 
 def _paginated(request: Request, view: APIView, queryset, serializer_class) -> Response:
-    paginator = PageNumberPagination()
+    paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -46,6 +46,7 @@ class ModelVersionOutputSerializer(serializers.Serializer):
 
 
 class ModelVersionListApi(APIView):
+    pagination_class = PageNumberPagination
     @extend_schema(responses=ModelVersionOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         return _paginated(request, self, model_version_list(), ModelVersionOutputSerializer)
@@ -125,15 +126,15 @@ class TrainingRunOutputSerializer(serializers.Serializer):
     history = serializers.JSONField()
     hyperparameters = serializers.JSONField()
     plots = serializers.SerializerMethodField()
-    model_version = serializers.CharField(source="model_version.name", default=None)
+    model_version = serializers.CharField(source="model_version.name", default=None, allow_null=True)
     model_version_id = serializers.IntegerField(allow_null=True)
     snapshot = serializers.IntegerField(source="snapshot_id", allow_null=True)
     trigger = serializers.CharField()
     error = serializers.CharField()
     log = serializers.CharField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_plots(self, run: TrainingRun) -> list[str]:
         return sorted(run.plots)
@@ -142,6 +143,7 @@ class TrainingRunOutputSerializer(serializers.Serializer):
 class TrainingRunListCreateApi(APIView):
     """GET: training runs. POST (permission ``training.start_trainingrun``): start a run now; 202, it
     runs on the training queue."""
+    pagination_class = PageNumberPagination
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -196,6 +198,7 @@ class DatasetSnapshotOutputSerializer(serializers.Serializer):
 
 
 class DatasetSnapshotListApi(APIView):
+    pagination_class = PageNumberPagination
     @extend_schema(responses=DatasetSnapshotOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         return _paginated(request, self, snapshot_list(), DatasetSnapshotOutputSerializer)
