@@ -47,6 +47,7 @@ class ModelVersionOutputSerializer(serializers.Serializer):
 
 class ModelVersionListApi(APIView):
     pagination_class = PageNumberPagination
+
     @extend_schema(responses=ModelVersionOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         return _paginated(request, self, model_version_list(), ModelVersionOutputSerializer)
@@ -143,6 +144,7 @@ class TrainingRunOutputSerializer(serializers.Serializer):
 class TrainingRunListCreateApi(APIView):
     """GET: training runs. POST (permission ``training.start_trainingrun``): start a run now; 202, it
     runs on the training queue."""
+
     pagination_class = PageNumberPagination
 
     class InputSerializer(serializers.Serializer):
@@ -199,6 +201,7 @@ class DatasetSnapshotOutputSerializer(serializers.Serializer):
 
 class DatasetSnapshotListApi(APIView):
     pagination_class = PageNumberPagination
+
     @extend_schema(responses=DatasetSnapshotOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         return _paginated(request, self, snapshot_list(), DatasetSnapshotOutputSerializer)
