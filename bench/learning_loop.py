@@ -174,16 +174,18 @@ def expect(response: "Response", status: int, what: str) -> None:
         raise BenchError(f"{what}: HTTP {response.status_code} (expected {status}): {response.content[:500]!r}")
 
 
-def api_client(role: str) -> "APIClient":
-    """A user in the group `role`, authenticated the way a real client is: a token from the API."""
+def api_client(role: str, sources: list[str]) -> "APIClient":
+    """A user holding `role` at the sites `sources`, authenticated the way a real client is: a token from the API."""
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
     from django.urls import reverse
     from rest_framework.test import APIClient
 
+    from studies.sites import membership_set, site_get_or_create
+
     password = secrets.token_urlsafe(16)
     user = get_user_model().objects.create_user(username=f"bench-{role}", password=password)
-    user.groups.add(Group.objects.get(name=role))
+    for source in sources:
+        membership_set(user=user, site=site_get_or_create(name=source), role=role)
     client = APIClient()
     response = client.post(reverse("api:auth-token"), {"username": user.username, "password": password})
     expect(response, 200, f"token for the {role}")
@@ -328,9 +330,9 @@ def run_loop(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> dict[
     if not run_a.model_version.is_active:
         raise BenchError(f"version A was not activated: {run_a.model_version.gate_decision}")
     with watch.step("3 upload new sources through the API (A predicts)"):
-        uploads = upload_studies(api_client("uploader"), data, rows)
+        uploads = upload_studies(api_client("uploader", sorted({r["source"] for r in rows})), data, rows)
     with watch.step("4 review uploads with their true labels"):
-        reviews = review_studies(api_client("reviewer"), uploads)
+        reviews = review_studies(api_client("reviewer", sorted({r["source"] for r in rows})), uploads)
     with watch.step("5 retrain: version B"):
         run_b = train_version(overrides)
 
@@ -452,7 +454,8 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
         imported = import_sources(data, train_sources)
     with watch.step("2 train version A (from scratch)"):
         run_a = train_version({**overrides, "warm_start": False})
-    uploader, reviewer, staff = api_client("uploader"), api_client("reviewer"), staff_client()
+    uploader, reviewer = api_client("uploader", [args.site]), api_client("reviewer", [args.site])
+    staff = staff_client()
     with watch.step("3 upload the judging half (A predicts; never reviewed)"):
         judged = upload_studies(uploader, data, judge_rows)
     judge_ids = [u["study_id"] for u in judged]
@@ -507,10 +510,13 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
 
 def staff_client() -> "APIClient":
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from rest_framework.test import APIClient
 
+    user = get_user_model().objects.create_user(username="bench-staff", is_staff=True)
+    user.groups.add(Group.objects.get(name="ml-lead"))  # the permission to start training runs
     client = APIClient()
-    client.force_authenticate(get_user_model().objects.create_user(username="bench-staff", is_staff=True))
+    client.force_authenticate(user)
     return client
 
 

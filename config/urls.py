@@ -1,9 +1,10 @@
 from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from accounts.apis import AuthTokenCreateApi
 from studies import apis as study_apis
 from training import apis as training_apis
 
@@ -12,8 +13,18 @@ def healthz(request):
     return JsonResponse({"status": "ok"})
 
 
+def not_found(request, exception=None):
+    """API clients get a 404 in DRF's shape even for paths no route matches (e.g. /api/studies/-1/)."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found
+
+
 api_patterns = [
-    path("auth/token/", obtain_auth_token, name="auth-token"),
+    path("auth/token/", AuthTokenCreateApi.as_view(), name="auth-token"),
     path("studies/", study_apis.StudyListCreateApi.as_view(), name="study-list"),
     path("studies/<int:pk>/", study_apis.StudyDetailApi.as_view(), name="study-detail"),
     path("studies/<int:pk>/image/", study_apis.StudyImageApi.as_view(), name="study-image"),

@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from studies.models import Label, Patient, Prediction, Review, Study
+from studies.models import Label, Patient, Prediction, Review, Site, SiteMembership, Study
 from studies.selectors import study_annotate_labels
 from studies.services import review_confirm, review_submit, study_requeue
 
@@ -249,3 +249,27 @@ class ReviewAdmin(ViewOnlyAdmin):
     list_filter = ["label"]
     list_select_related = ["study", "reviewer"]
     search_fields = ["=study__id", "reviewer__username"]
+
+
+class SiteMembershipInline(admin.TabularInline):
+    model = SiteMembership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Site)
+class SiteAdmin(admin.ModelAdmin):
+    """The admin-managed list of sites: a study's ``source`` is its site's slug."""
+
+    list_display = ["name", "slug", "created_at"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    inlines = [SiteMembershipInline]
+
+
+@admin.register(SiteMembership)
+class SiteMembershipAdmin(admin.ModelAdmin):
+    list_display = ["user", "site", "role", "created_at"]
+    list_filter = ["role", "site"]
+    search_fields = ["user__username", "site__name"]
+    autocomplete_fields = ["user", "site"]

@@ -15,9 +15,10 @@ from rest_framework.views import APIView
 
 from inference.preprocessing import display_image
 from studies.models import Label, Study
-from studies.permissions import CanUpload, IsReviewer
+from studies.permissions import CanUpload, HasRole, IsReviewer
 from studies.selectors import study_get_for_user, study_latest_prediction, study_list
 from studies.services import image_check, review_submit, study_create
+from studies.sites import site_for_upload
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -44,7 +45,7 @@ class StudyOutputSerializer(serializers.Serializer):
     image_url = serializers.SerializerMethodField()
     heatmap_url = serializers.SerializerMethodField()
     uploaded_at = serializers.DateTimeField()
-    uploaded_by = serializers.CharField(source="uploaded_by.username", default=None)
+    uploaded_by = serializers.CharField(source="uploaded_by.username", default=None, allow_null=True)
     patient_ref = serializers.CharField(source="patient.ref")
     view = serializers.CharField()
     source = serializers.CharField()
@@ -77,7 +78,8 @@ class StudyOutputSerializer(serializers.Serializer):
 class StudyListCreateApi(APIView):
     """GET: the studies you may see, filtered and paginated. POST: upload one image."""
 
-    permission_classes = [CanUpload]
+    permission_classes = [HasRole, CanUpload]
+    pagination_class = PageNumberPagination
     allowed_fields = {"image", "patient_ref", "view", "source", "notes"}
 
     class FilterSerializer(serializers.Serializer):
@@ -88,7 +90,7 @@ class StudyListCreateApi(APIView):
         reviewed = serializers.BooleanField(required=False, allow_null=True, default=None)
         label = serializers.ChoiceField(choices=Label.choices, required=False, help_text="Final (reviewed) label.")
         predicted_label = serializers.ChoiceField(choices=Label.choices, required=False)
-        source = serializers.CharField(required=False)
+        source = serializers.SlugField(required=False, help_text="A site's slug.")
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -99,7 +101,12 @@ class StudyListCreateApi(APIView):
             required=False, allow_blank=True, max_length=128, help_text="Pseudonymous patient key; never a name."
         )
         view = serializers.CharField(required=False, allow_blank=True, max_length=32)
-        source = serializers.CharField(required=False, allow_blank=True, max_length=100)
+        source = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            max_length=100,
+            help_text="The site (slug) the study belongs to; may be left out by users of a single site.",
+        )
         notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
         def validate_image(self, file):
@@ -117,7 +124,7 @@ class StudyListCreateApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         queryset = study_list(user=request.user, filters=filters.validated_data)
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(
             StudyOutputSerializer(page, many=True, context={"request": request}).data
@@ -136,9 +143,9 @@ class StudyListCreateApi(APIView):
         study = study_create(
             checked=data["image"],
             uploaded_by=request.user,
+            site=site_for_upload(user=request.user, source=data.get("source", "")),
             patient_ref=data.get("patient_ref", ""),
             view=data.get("view", ""),
-            source=data.get("source", ""),
             notes=data.get("notes", ""),
         )
         study = study_get_for_user(user=request.user, study_id=study.pk)
@@ -196,7 +203,7 @@ class StudyHeatmapApi(APIView):
 class ReviewCreateApi(APIView):
     """A reviewer confirms or corrects the prediction; the latest review is the study's label."""
 
-    permission_classes = [IsReviewer]
+    permission_classes = [HasRole, IsReviewer]
 
     class InputSerializer(serializers.Serializer):
         class Meta:

@@ -14,13 +14,52 @@ class Split(models.TextChoices):
     TEST = "test", "Test (frozen)"
 
 
-class Patient(models.Model):
-    """A pseudonymous patient key. No name, no birth date, no hospital number."""
+class Site(models.Model):
+    """A hospital or data source. Its slug is what studies carry as ``source``; admins manage the list."""
 
-    ref = models.CharField(max_length=128, unique=True)
+    name = models.CharField(max_length=100, unique=True)
+    slug = models.SlugField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SiteMembership(models.Model):
+    """A user's role at a site: uploaders see their own uploads there; reviewers and leads see all its studies."""
+
+    class Role(models.TextChoices):
+        UPLOADER = "uploader", "Uploader"
+        REVIEWER = "reviewer", "Reviewer"
+        LEAD = "lead", "Site lead"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="site_memberships")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["site__name", "user_id"]
+        constraints = [models.UniqueConstraint(fields=["user", "site"], name="one_role_per_user_and_site")]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.get_role_display()} at {self.site}"
+
+
+class Patient(models.Model):
+    """A pseudonymous patient key, unique per site. No name, no birth date, no hospital number."""
+
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="patients")
+    ref = models.CharField(max_length=128)
     # Assigned once, when the patient first enters a dataset snapshot; never changed after.
     split = models.CharField(max_length=8, choices=Split.choices, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["site", "ref"], name="unique_patient_ref_per_site")]
 
     def __str__(self) -> str:
         return self.ref
@@ -40,6 +79,7 @@ class Study(models.Model):
         # Labelled by a dataset import; not sent for prediction.
         IMPORTED = "imported", "Imported"
 
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="studies")
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     image = models.FileField(upload_to=study_upload_to)
     sha256 = models.CharField(max_length=64, db_index=True)
@@ -47,7 +87,10 @@ class Study(models.Model):
     height = models.PositiveIntegerField()
     view = models.CharField(max_length=32, blank=True, help_text="PA, AP, AP Supine, lateral, ...")
     source = models.CharField(
-        max_length=100, blank=True, db_index=True, help_text="Site or data source, for per-source results."
+        max_length=100,
+        blank=True,
+        db_index=True,
+        help_text="The site's slug (set from ``site``), for per-source results.",
     )
     notes = models.TextField(blank=True)
     uploaded_by = models.ForeignKey(

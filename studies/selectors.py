@@ -2,22 +2,16 @@
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, Min, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Exists, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from studies.models import Prediction, Review, Study
+from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_reviewer, user_site_ids
 
-
-def user_is_reviewer(user: AbstractBaseUser) -> bool:
-    return bool(user.is_authenticated and (user.is_staff or user.groups.filter(name="reviewer").exists()))
-
-
-def user_can_upload(user: AbstractBaseUser) -> bool:
-    return bool(
-        user.is_authenticated and (user.is_staff or user.groups.filter(name__in=["uploader", "reviewer"]).exists())
-    )
+__all__ = ["user_can_upload", "user_is_reviewer"]  # the role checks live in studies.sites
 
 
 def study_annotate_labels(queryset: QuerySet[Study]) -> QuerySet[Study]:
@@ -36,7 +30,7 @@ def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
     """The labels plus everything a study's page or JSON shows, fetched up front."""
     return (
         study_annotate_labels(queryset)
-        .select_related("patient", "uploaded_by")
+        .select_related("patient", "uploaded_by", "site")
         .prefetch_related(
             Prefetch("predictions", queryset=Prediction.objects.select_related("model_version")),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
@@ -45,10 +39,16 @@ def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
 
 
 def study_visible_queryset(*, user: AbstractBaseUser) -> QuerySet[Study]:
-    """Reviewers and staff see every study; uploaders see the studies they uploaded."""
+    """By site membership: reviewers and site leads see every study of their sites, uploaders the
+    studies they uploaded there; superusers see all; anyone else (staff included) sees none."""
+    if not user.is_authenticated:
+        return study_annotate(Study.objects.none())
     queryset = Study.objects.all()
-    if not user_is_reviewer(user):
-        queryset = queryset.filter(uploaded_by=user)
+    if not user.is_superuser:
+        queryset = queryset.filter(
+            Q(site__in=user_site_ids(user, roles=REVIEW_ROLES))
+            | Q(site__in=user_site_ids(user, roles=(Role.UPLOADER,)), uploaded_by=user)
+        )
     return study_annotate(queryset)
 
 
@@ -73,12 +73,14 @@ def study_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:
 
 
 def review_queue_list(*, user: AbstractBaseUser) -> QuerySet[Study]:
-    """Predicted, unreviewed studies, least confident first: where a reviewer helps most."""
-    return (
-        study_visible_queryset(user=user)
-        .filter(status=Study.Status.PREDICTED, is_reviewed=False)
-        .order_by("predicted_confidence", "uploaded_at")
-    )
+    """Predicted, unreviewed studies of the sites the user reviews (not their own uploads unless
+    ALLOW_SELF_REVIEW), least confident first: where a reviewer helps most."""
+    queryset = study_visible_queryset(user=user).filter(status=Study.Status.PREDICTED, is_reviewed=False)
+    if not user.is_superuser:
+        queryset = queryset.filter(site__in=user_site_ids(user, roles=REVIEW_ROLES))
+    if not settings.ALLOW_SELF_REVIEW:
+        queryset = queryset.exclude(uploaded_by_id=user.pk)
+    return queryset.order_by("predicted_confidence", "uploaded_at")
 
 
 def studies_awaiting_reprediction(*, model_version_id: int, after_id: int, limit: int) -> list[int]:

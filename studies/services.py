@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from inference.preprocessing import ImageDecodeError, load_grayscale
 from inference.services import PredictionResult
-from studies.models import Label, Patient, Prediction, Review, Study
+from studies.models import Label, Patient, Prediction, Review, Site, Study
 from studies.selectors import study_latest_prediction
+from studies.sites import review_check_allowed, site_get_or_create
 from studies.tasks import study_predict_task
 
 
@@ -54,10 +55,11 @@ def _suffix_for(data: bytes) -> str:
     return "dcm"
 
 
-def patient_get_or_create(*, ref: str = "") -> Patient:
-    """A pseudonymous patient; a study without a reference is its own patient."""
+def patient_get_or_create(*, site: Site, ref: str = "") -> Patient:
+    """A pseudonymous patient of a site (the same key at two sites is two patients); a study
+    without a reference is its own patient."""
     ref = ref.strip() or f"anon:{uuid.uuid4().hex}"
-    patient, _ = Patient.objects.get_or_create(ref=ref)
+    patient, _ = Patient.objects.get_or_create(site=site, ref=ref)
     return patient
 
 
@@ -79,16 +81,18 @@ def study_create(
     *,
     checked: CheckedImage,
     uploaded_by: AbstractBaseUser | None,
+    site: Site,
     patient_ref: str = "",
     view: str = "",
-    source: str = "",
     notes: str = "",
 ) -> Study:
-    """Store an upload and dispatch its prediction once the row is committed."""
+    """Store an upload at ``site`` (its slug is the study's source) and dispatch its prediction once
+    the row is committed."""
     study = Study(
-        patient=patient_get_or_create(ref=patient_ref),
+        site=site,
+        patient=patient_get_or_create(site=site, ref=patient_ref),
         view=view.strip(),
-        source=source.strip(),
+        source=site.slug,
         notes=notes,
         uploaded_by=uploaded_by,
         status=Study.Status.QUEUED,
@@ -114,10 +118,12 @@ def study_import(
     existing = Study.objects.filter(sha256=checked.sha256).first()
     if existing is not None:
         return existing, False
+    site = site_get_or_create(name=source)
     study = Study(
-        patient=patient_get_or_create(ref=patient_ref),
+        site=site,
+        patient=patient_get_or_create(site=site, ref=patient_ref),
         view=view.strip(),
-        source=source.strip(),
+        source=site.slug,
         status=Study.Status.IMPORTED,
     )
     _study_save(checked=checked, study=study)
@@ -202,7 +208,9 @@ def study_mark_predicted(*, study: Study) -> Study:
 
 @transaction.atomic
 def review_submit(*, study: Study, reviewer: AbstractBaseUser, label: str, comment: str = "") -> Review:
-    """A reviewer confirms or corrects a prediction; the latest review is the study's label."""
+    """A reviewer confirms or corrects a prediction; the latest review is the study's label.
+    Only a reviewer or lead of the study's site, never the uploader (unless ALLOW_SELF_REVIEW)."""
+    review_check_allowed(study=study, reviewer=reviewer)
     if label not in Label.values:
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
     _prediction_to_review(study)

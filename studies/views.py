@@ -20,6 +20,7 @@ from studies.selectors import (
     user_is_reviewer,
 )
 from studies.services import review_submit, study_requeue
+from studies.sites import site_list_for_upload, user_has_role
 
 PAGE_SIZE = 25
 LIST_FILTERS = ("status", "reviewed", "label")
@@ -47,6 +48,8 @@ def _error_messages(request: HttpRequest, error: ValidationError) -> None:
 
 @login_required
 def study_list_view(request: HttpRequest) -> HttpResponse:
+    if not user_has_role(request.user):
+        raise PermissionDenied("Your account has no role: an administrator must add you to a site.")
     filters = {key: request.GET[key] for key in LIST_FILTERS if request.GET.get(key)}
     validated = StudyListCreateApi.FilterSerializer(data=filters)
     if not validated.is_valid():
@@ -71,7 +74,7 @@ def study_list_view(request: HttpRequest) -> HttpResponse:
 def study_upload_view(request: HttpRequest) -> HttpResponse:
     if not user_can_upload(request.user):
         raise PermissionDenied("Your account cannot upload studies.")
-    return render(request, "studies/upload.html", {"views": VIEWS})
+    return render(request, "studies/upload.html", {"views": VIEWS, "sites": site_list_for_upload(user=request.user)})
 
 
 @login_required

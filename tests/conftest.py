@@ -40,6 +40,14 @@ def media_root(settings, tmp_path: Path) -> Path:
     return Path(settings.MEDIA_ROOT)
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Throttle counters live in the cache: every test starts without any."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path() -> Path:
     """A real (untrained) small_cnn at 32 px from the production builder, saved once per session."""

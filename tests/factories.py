@@ -7,7 +7,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 
-from studies.models import Label, Patient, Prediction, Review, Study
+from studies.models import Label, Patient, Prediction, Review, Site, SiteMembership, Study
+from studies.sites import site_get_or_create
 from tests.images import png_bytes
 from training.models import DatasetSnapshot, EvaluationCase, ModelVersion
 
@@ -29,18 +30,42 @@ class UserFactory(factory.django.DjangoModelFactory):
             self.save()
 
 
+TEST_SITE = "test-site"
+
+
+def site_named(name: str = TEST_SITE) -> Site:
+    return site_get_or_create(name=name)
+
+
+def member(role: str, *, site_name: str = TEST_SITE, **kwargs) -> object:
+    """A user holding ``role`` (uploader, reviewer, lead) at the site ``site_name``."""
+    user = UserFactory(**kwargs)
+    SiteMembership.objects.update_or_create(user=user, site=site_named(site_name), defaults={"role": role})
+    return user
+
+
 def reviewer(**kwargs) -> object:
-    return UserFactory(groups=["reviewer"], **kwargs)
+    return member(SiteMembership.Role.REVIEWER, **kwargs)
 
 
 def uploader(**kwargs) -> object:
-    return UserFactory(groups=["uploader"], **kwargs)
+    return member(SiteMembership.Role.UPLOADER, **kwargs)
+
+
+def site_lead(**kwargs) -> object:
+    return member(SiteMembership.Role.LEAD, **kwargs)
+
+
+def ml_lead(**kwargs) -> object:
+    """Staff in the ml-lead group: may train, promote, override the gate and export."""
+    return UserFactory(groups=["ml-lead"], is_staff=True, **kwargs)
 
 
 class PatientFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Patient
 
+    site = factory.LazyFunction(site_named)
     ref = factory.Sequence(lambda n: f"test:{n}")
 
 
@@ -54,12 +79,13 @@ class StudyFactory(factory.django.DjangoModelFactory):
     label = "normal"
     seed = factory.Sequence(lambda n: n)
     data = factory.LazyAttribute(lambda o: png_bytes(label=o.label, seed=o.seed))
-    patient = factory.SubFactory(PatientFactory)
+    source = TEST_SITE
+    site = factory.LazyAttribute(lambda o: site_named(o.source))
+    patient = factory.SubFactory(PatientFactory, site=factory.SelfAttribute("..site"))
     sha256 = factory.LazyAttribute(lambda o: hashlib.sha256(o.data).hexdigest())
     image = factory.LazyAttribute(lambda o: ContentFile(o.data, name="upload.png"))
     width = 96
     height = 96
-    source = "test-site"
     status = Study.Status.QUEUED
 
 

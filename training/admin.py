@@ -22,7 +22,7 @@ def _pretty_json(value: object) -> SafeString:
     return format_html(PRE, json.dumps(value, indent=2))
 
 
-@admin.action(description="Activate (promote/roll back)")
+@admin.action(description="Activate (promote/roll back)", permissions=["promote"])
 def activate(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[ModelVersion]) -> None:
     if queryset.count() != 1:
         modeladmin.message_user(request, "Select exactly one model version to activate.", level=messages.ERROR)
@@ -44,6 +44,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_filter = ["status", "architecture"]
     search_fields = ["name"]
     actions = [activate]
+
+    def has_promote_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("training.promote_modelversion")
+
     fields = [
         "name",
         "status",
@@ -144,8 +148,8 @@ class TrainingRunAdmin(ViewOnlyAdmin):
         return [path("train-now/", train_now, name="training_trainingrun_train_now"), *super().get_urls()]
 
     def train_now_view(self, request: HttpRequest) -> HttpResponse:
-        if not self.has_view_permission(request):
-            raise PermissionDenied("You cannot see training runs.")
+        if not request.user.has_perm("training.start_trainingrun"):
+            raise PermissionDenied("You need the permission to start training runs.")
         try:
             run = training_run_create(user=request.user, trigger="admin")
         except ValidationError as error:

@@ -5,12 +5,13 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.pagination import PageNumberPagination
-from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studies.permissions import CanExport, CanPromote, CanTrain, HasRole
 from studies.selectors import prediction_agreement_by_source
 from training.architectures import BACKBONES
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
@@ -21,7 +22,7 @@ PLOT_NAMES = ("training_curves", "confusion_matrix", "roc", "reliability")
 
 
 def _paginated(request: Request, view: APIView, queryset, serializer_class) -> Response:
-    paginator = PageNumberPagination()
+    paginator = view.pagination_class()
     page = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
@@ -45,6 +46,8 @@ class ModelVersionOutputSerializer(serializers.Serializer):
 
 
 class ModelVersionListApi(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(responses=ModelVersionOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         return _paginated(request, self, model_version_list(), ModelVersionOutputSerializer)
@@ -86,10 +89,11 @@ class ModelVersionDetailApi(APIView):
 
 
 class ModelVersionPromoteApi(APIView):
-    """Staff: make this version active by hand (promote a candidate or roll back). The promotion gate
-    applies; ``override`` activates a version the gate refuses, with the written reason logged."""
+    """Make this version active by hand (promote a candidate or roll back): needs the permission
+    ``training.promote_modelversion``. The promotion gate applies; ``override`` activates a version the
+    gate refuses, with the written reason logged, and needs ``training.override_modelversion``."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [HasRole, CanPromote]
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -102,6 +106,8 @@ class ModelVersionPromoteApi(APIView):
     def post(self, request: Request, pk: int) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data["override"] and not request.user.has_perm("training.override_modelversion"):
+            raise PermissionDenied("You need the permission to override the promotion gate.")
         version = model_version_promote(
             model_version=get_object_or_404(ModelVersion, pk=pk),
             user=request.user,
@@ -121,22 +127,25 @@ class TrainingRunOutputSerializer(serializers.Serializer):
     history = serializers.JSONField()
     hyperparameters = serializers.JSONField()
     plots = serializers.SerializerMethodField()
-    model_version = serializers.CharField(source="model_version.name", default=None)
+    model_version = serializers.CharField(source="model_version.name", default=None, allow_null=True)
     model_version_id = serializers.IntegerField(allow_null=True)
     snapshot = serializers.IntegerField(source="snapshot_id", allow_null=True)
     trigger = serializers.CharField()
     error = serializers.CharField()
     log = serializers.CharField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_plots(self, run: TrainingRun) -> list[str]:
         return sorted(run.plots)
 
 
 class TrainingRunListCreateApi(APIView):
-    """GET: training runs. POST (staff): start a run now; 202, it runs on the training queue."""
+    """GET: training runs. POST (permission ``training.start_trainingrun``): start a run now; 202, it
+    runs on the training queue."""
+
+    pagination_class = PageNumberPagination
 
     class InputSerializer(serializers.Serializer):
         class Meta:
@@ -154,7 +163,7 @@ class TrainingRunListCreateApi(APIView):
         )
 
     def get_permissions(self) -> list:
-        return [IsAdminUser()] if self.request.method == "POST" else super().get_permissions()
+        return [HasRole(), CanTrain()] if self.request.method == "POST" else super().get_permissions()
 
     @extend_schema(responses=TrainingRunOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -191,6 +200,8 @@ class DatasetSnapshotOutputSerializer(serializers.Serializer):
 
 
 class DatasetSnapshotListApi(APIView):
+    pagination_class = PageNumberPagination
+
     @extend_schema(responses=DatasetSnapshotOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
         return _paginated(request, self, snapshot_list(), DatasetSnapshotOutputSerializer)
@@ -203,9 +214,10 @@ class DatasetSnapshotDetailApi(APIView):
 
 
 class DatasetSnapshotExportApi(APIView):
-    """Staff: a zip of the snapshot's images and a labels.csv in the dev set's columns."""
+    """A zip of the snapshot's images and a labels.csv in the dev set's columns (permission
+    ``training.export_datasetsnapshot``)."""
 
-    permission_classes = [IsAdminUser]
+    permission_classes = [HasRole, CanExport]
 
     @extend_schema(responses={(200, "application/zip"): bytes})
     def get(self, request: Request, pk: int) -> HttpResponse:

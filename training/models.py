@@ -17,6 +17,7 @@ class DatasetSnapshot(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("export_datasetsnapshot", "Can export a dataset snapshot (images and labels)")]
 
     def __str__(self) -> str:
         return f"Snapshot {self.pk} ({self.content_hash[:10]})"
@@ -65,6 +66,10 @@ class ModelVersion(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_model"),
+        ]
+        permissions = [
+            ("promote_modelversion", "Can activate a model version the gate accepts (promote or roll back)"),
+            ("override_modelversion", "Can activate a model version the gate refuses (override)"),
         ]
 
     def __str__(self) -> str:
@@ -155,6 +160,7 @@ class TrainingRun(models.Model):
             # The lock that keeps runs from overlapping, enforced by the database.
             models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_training_run"),
         ]
+        permissions = [("start_trainingrun", "Can start a training run")]
 
     def __str__(self) -> str:
         return f"Training run {self.pk} ({self.status})"

@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from studies.selectors import prediction_agreement_by_source
+from studies.sites import user_has_role
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_list, training_run_list
 from training.services import model_version_promote, training_run_create
@@ -70,8 +71,19 @@ def _macro_auc(version: ModelVersion) -> ModelVersion:
     return version
 
 
+def _require_role(request: HttpRequest) -> None:
+    if not user_has_role(request.user):
+        raise PermissionDenied("Your account has no role: an administrator must add you to a site.")
+
+
+def _require_perm(request: HttpRequest, perm: str) -> None:
+    if not request.user.has_perm(perm):
+        raise PermissionDenied("Your account lacks the permission to do this.")
+
+
 @login_required
 def model_list_view(request: HttpRequest) -> HttpResponse:
+    _require_role(request)
     context = {
         "versions": [_macro_auc(version) for version in model_version_list()],
         "agreement": prediction_agreement_by_source(),
@@ -84,6 +96,7 @@ def model_list_view(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def model_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_role(request)
     version = _macro_auc(get_object_or_404(model_version_list(), pk=pk))
     context = {
         "version": version,
@@ -97,6 +110,7 @@ def model_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def training_run_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_role(request)
     run = get_object_or_404(training_run_list(), pk=pk)
     context = {
         "run": run,
@@ -110,15 +124,10 @@ def training_run_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "training/run_detail.html", context)
 
 
-def _require_staff(request: HttpRequest) -> None:
-    if not request.user.is_staff:
-        raise PermissionDenied("Only staff can do this.")
-
-
 @login_required
 @require_POST
 def training_run_create_view(request: HttpRequest) -> HttpResponse:
-    _require_staff(request)
+    _require_perm(request, "training.start_trainingrun")
     try:
         run = training_run_create(user=request.user, trigger="web")
     except ValidationError as error:
@@ -132,9 +141,11 @@ def training_run_create_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def model_version_activate_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_staff(request)
+    _require_perm(request, "training.promote_modelversion")
     version = get_object_or_404(model_version_list(), pk=pk)
     written = request.POST.get("reason", "").strip()
+    if request.POST.get("override") == "on":
+        _require_perm(request, "training.override_modelversion")
     try:
         model_version_promote(
             model_version=version,

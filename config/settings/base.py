@@ -5,6 +5,7 @@ broker and media under ``var/``. Every value that differs in production is read
 from the environment here, typed, in one place.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -27,9 +28,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "django_celery_beat",
+    "accounts",
     "studies",
     "training",
     "inference",
@@ -44,6 +47,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: answers a login lockout (see "Sites, roles and accounts" below).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -80,6 +85,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: its password_changed hook deletes the user's API tokens.
+    {"NAME": "accounts.validators.RevokeApiTokensOnPasswordChange"},
 ]
 
 LANGUAGE_CODE = "en-us"
@@ -107,13 +114,16 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "knox.auth.TokenAuthentication",  # expiring tokens, header "Authorization: Token <token>"
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_RATES": {"login": env("LOGIN_THROTTLE_RATE", default="20/minute")},
+    # A login is not enough: every API view also needs a role (a site membership or a permission).
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated", "studies.permissions.HasRole"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 25,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Declares each operation's 400/401/403/404/429 (config/schema.py): the schema is a checked contract.
+    "DEFAULT_SCHEMA_CLASS": "config.schema.AutoSchema",
     "EXCEPTION_HANDLER": "config.exceptions.exception_handler",
 }
 
@@ -126,6 +136,38 @@ SPECTACULAR_SETTINGS = {
     # The description of the API is public; every endpoint it describes still needs a login.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
 }
+
+# --- Sites, roles and accounts (studies/sites.py; README "Sites, roles and accounts") ---
+# A reviewer may review a study they uploaded only when this is on.
+ALLOW_SELF_REVIEW = env.bool("ALLOW_SELF_REVIEW", default=False)
+# `bootstrap` makes demo users with passwords (printed, kept in DEMO_CREDENTIALS_FILE) only when on;
+# production turns it off and bootstrap then creates BOOTSTRAP_ADMIN_USERNAME from the environment's
+# BOOTSTRAP_ADMIN_PASSWORD (or a prompt), never printing or storing a password.
+DEMO_USERS = env.bool("DEMO_USERS", default=True)
+# An upload naming a source that is no site yet opens it (the uploader's team may read it). On for the
+# embedded demo and research set-ups; production's site list is managed by administrators.
+OPEN_SITES = env.bool("OPEN_SITES", default=True)
+BOOTSTRAP_ADMIN_USERNAME = env("BOOTSTRAP_ADMIN_USERNAME", default="admin")
+# Sessions last a working day; API tokens (django-rest-knox) expire and die with a password change.
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(hours=env.float("API_TOKEN_TTL_HOURS", default=10)),
+    "AUTH_HEADER_PREFIX": "Token",
+    "AUTO_REFRESH": False,
+}
+# Login lockout (django-axes) for the login page, the admin and POST /api/auth/token/: after
+# LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, 429 for LOGIN_LOCKOUT_MINUTES.
+# The address is REMOTE_ADDR; behind a proxy set AXES_IPWARE_PROXY_COUNT / META order accordingly.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+AXES_VERBOSE = False
 
 # Celery. Embedded default: the filesystem transport under var/broker, no server needed.
 BROKER_DIR = VAR_DIR / "broker"

@@ -3,12 +3,12 @@
 import io
 
 import pytest
-from django.contrib.auth.models import Group
 from django.core.files.base import ContentFile
 from django.urls import reverse
 from PIL import Image
 
-from studies.models import Label, Patient, Prediction, Review, Study
+from studies.models import Label, Patient, Prediction, Review, SiteMembership, Study
+from tests.factories import site_named
 from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -20,16 +20,19 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
-def _user(django_user_model, username: str, group: str | None):
+def _user(django_user_model, username: str, role: str | None):
     user = django_user_model.objects.create_user(username=username, password="pw-for-tests")
-    if group:
-        user.groups.add(Group.objects.get(name=group))
+    if role:
+        SiteMembership.objects.create(user=user, site=site_named(), role=role)
     return user
 
 
 def _study(uploaded_by=None, **fields) -> Study:
+    site = site_named()
     study = Study(
-        patient=Patient.objects.create(ref=f"p-{Patient.objects.count()}"),
+        site=site,
+        source=site.slug,
+        patient=Patient.objects.create(site=site, ref=f"p-{Patient.objects.count()}"),
         sha256=f"{Study.objects.count():064d}",
         width=96,
         height=96,

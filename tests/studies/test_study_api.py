@@ -91,9 +91,11 @@ def test_a_non_reviewer_cannot_review(api_client):
 
 
 @pytest.mark.django_db
-def test_staff_may_review_without_the_reviewer_group(api_client):
+def test_staff_alone_may_not_review_but_a_superuser_may(api_client):
     study = PredictionFactory().study
     api_client.force_authenticate(UserFactory(is_staff=True))
+    assert api_client.post(f"/api/studies/{study.id}/reviews/", {"label": "normal"}).status_code == 403
+    api_client.force_authenticate(UserFactory(is_staff=True, is_superuser=True))
     assert api_client.post(f"/api/studies/{study.id}/reviews/", {"label": "normal"}).status_code == 201
 
 

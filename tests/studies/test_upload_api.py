@@ -44,7 +44,7 @@ def test_png_upload_returns_201_and_the_prediction_arrives(
 ):
     api_client.force_authenticate(uploader_user)
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        response = _upload(api_client, png_bytes(), patient_ref="P-001", view="PA", source="site-a")
+        response = _upload(api_client, png_bytes(), patient_ref="P-001", view="PA", source="test-site")
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["status"] == "queued" and body["prediction"] is None
@@ -58,7 +58,7 @@ def test_png_upload_returns_201_and_the_prediction_arrives(
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert prediction["label"] == max(prediction["probabilities"], key=prediction["probabilities"].get)
     assert prediction["model_version"] == active_model.name
-    assert detail["patient_ref"] == "P-001" and detail["source"] == "site-a"
+    assert detail["patient_ref"] == "P-001" and detail["source"] == "test-site"
     assert detail["final_label"] is None and detail["reviews"] == []
 
 

@@ -8,7 +8,7 @@ from django.urls import reverse
 from PIL import Image
 
 from studies.models import Label, Patient, Prediction, Review, Study
-from tests.factories import score_cases
+from tests.factories import reviewer, score_cases, site_named
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -28,8 +28,10 @@ def _model_version(name: str = "cnn-v1", **fields) -> ModelVersion:
 def _predicted_study(version: ModelVersion, label: str = Label.PNEUMONIA) -> Study:
     buffer = io.BytesIO()
     Image.new("L", (96, 96), color=100).save(buffer, format="PNG")
+    site = site_named()
     study = Study(
-        patient=Patient.objects.create(ref=f"p-{Patient.objects.count()}"),
+        site=site,
+        patient=Patient.objects.create(site=site, ref=f"p-{Patient.objects.count()}"),
         sha256=f"{Study.objects.count():064d}",
         width=96,
         height=96,
@@ -68,7 +70,12 @@ def test_admin_confirm_prediction_action_creates_reviews_for_the_acting_user(adm
 def test_admin_set_label_action_reports_a_study_without_prediction_and_labels_the_others(admin_client):
     labelled = _predicted_study(_model_version())
     unpredicted = Study.objects.create(
-        patient=Patient.objects.create(ref="p-q"), sha256="f" * 64, width=1, height=1, image="studies/x.png"
+        site=site_named(),
+        patient=Patient.objects.create(site=site_named(), ref="p-q"),
+        sha256="f" * 64,
+        width=1,
+        height=1,
+        image="studies/x.png",
     )
 
     response = admin_client.post(
@@ -158,7 +165,7 @@ def test_admin_training_run_pages_render_progress_and_plots(admin_client):
 def test_model_detail_page_renders_the_card_markdown_and_escapes_raw_html(client, django_user_model):
     card = "# Card\n\n| metric | value |\n|---|---|\n| AUC | 0.91 |\n\n<script>x()</script>"
     version = _model_version(model_card=card)
-    client.force_login(django_user_model.objects.create_user(username="viewer", password="pw-for-tests"))
+    client.force_login(reviewer())
 
     response = client.get(reverse("training:model_detail", args=[version.pk]))
 

@@ -37,7 +37,17 @@ def test_bootstrap_creates_users_imports_samples_and_activates_the_starter_model
     passwords = json.loads(settings.DEMO_CREDENTIALS_FILE.read_text())
     User = get_user_model()
     assert User.objects.get(username="admin").is_superuser
-    assert User.objects.get(username="reviewer").groups.filter(name="reviewer").exists()
+    reviewer = User.objects.get(username="reviewer")
+    assert set(reviewer.site_memberships.values_list("role", flat=True)) == {"reviewer"}
+    assert reviewer.site_memberships.filter(site__slug="demo-hospital").exists()
+    assert User.objects.get(username="lead").site_memberships.filter(role="lead").exists()
+    staff = User.objects.get(username="staff")
+    assert (
+        staff.is_staff
+        and staff.has_perm("training.start_trainingrun")
+        and staff.has_perm("training.promote_modelversion")
+    )
+    assert not staff.site_memberships.exists()
     assert User.objects.get(username="uploader").check_password(passwords["uploader"])
     assert passwords["reviewer"] in first_output
     assert Study.objects.count() == 40
@@ -55,3 +65,36 @@ def test_export_then_import_model_round_trips_the_metadata(starter_dir: Path):
     version = ModelVersion.objects.get()
     assert version.is_active and version.metrics == {"n": 1} and version.input_size == 32
     assert Path(version.artifact.path).read_bytes() == (starter_dir / "model.keras").read_bytes()
+
+
+@pytest.mark.django_db
+def test_production_bootstrap_creates_the_admin_from_the_environment_and_never_prints_or_stores_a_password(
+    settings, tmp_path: Path, starter_dir: Path, capsys, monkeypatch
+):
+    settings.DEMO_USERS = False
+    settings.SHARED_DATA_DIR = tmp_path / "absent"
+    settings.STARTER_MODEL_DIR = starter_dir
+    settings.DEMO_CREDENTIALS_FILE = tmp_path / "var" / "demo-credentials.json"
+    monkeypatch.setenv("BOOTSTRAP_ADMIN_PASSWORD", "a-Long-secret-4711")
+
+    call_command("bootstrap", "--no-data")
+
+    output = capsys.readouterr().out
+    User = get_user_model()
+    assert list(User.objects.values_list("username", flat=True)) == ["admin"]
+    assert User.objects.get().is_superuser and User.objects.get().check_password("a-Long-secret-4711")
+    assert "a-Long-secret-4711" not in output and "password not shown" in output
+    assert not settings.DEMO_CREDENTIALS_FILE.exists()
+
+
+@pytest.mark.django_db
+def test_production_bootstrap_without_a_password_creates_no_account(settings, tmp_path: Path, capsys, monkeypatch):
+    settings.DEMO_USERS = False
+    settings.SHARED_DATA_DIR = tmp_path / "absent"
+    monkeypatch.delenv("BOOTSTRAP_ADMIN_PASSWORD", raising=False)
+    ModelVersionFactory(is_active=True)
+
+    call_command("bootstrap", "--no-data")
+
+    assert not get_user_model().objects.exists()
+    assert "No administrator created" in capsys.readouterr().out

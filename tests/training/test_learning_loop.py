@@ -10,7 +10,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from studies.models import Study
-from tests.factories import ReviewFactory, StudyFactory, UserFactory, reviewer
+from tests.factories import ReviewFactory, StudyFactory, ml_lead, reviewer, uploader
 from tests.images import png_bytes
 from training.models import ModelActivation, ModelVersion, TrainingRun
 from training.services import retrain_due_reason, retrain_if_due, training_run_create
@@ -27,7 +27,7 @@ def _seed(count: int, source: str, offset: int = 0) -> None:
 
 def _run(capture, **kwargs) -> TrainingRun:
     with capture(execute=True):
-        run = training_run_create(user=UserFactory(is_staff=True), trigger="test", hyperparameters=FAST, **kwargs)
+        run = training_run_create(user=ml_lead(), trigger="test", hyperparameters=FAST, **kwargs)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.SUCCEEDED, run.error
     return run
@@ -53,11 +53,14 @@ def test_first_run_evaluates_on_the_test_split_and_becomes_active(django_capture
 
 
 def _upload_and_review(api_client, capture, *, count: int, source: str, inverted: bool, seed: int) -> list[int]:
-    """A site's studies uploaded through the API, predicted by the active model, reviewed with true labels."""
+    """A site's studies uploaded through the API, predicted by the active model, reviewed with true labels
+    (by one of the site's reviewers; the uploader cannot review their own uploads)."""
+    site_uploader, site_reviewer = uploader(site_name=source), reviewer(site_name=source)
     ids = []
     for i in range(count):
         label = CLASSES[i % 3]
         image = png_bytes(label=label, seed=seed + i, inverted=inverted)
+        api_client.force_authenticate(site_uploader)
         with capture(execute=True):
             response = api_client.post(
                 "/api/studies/",
@@ -66,6 +69,7 @@ def _upload_and_review(api_client, capture, *, count: int, source: str, inverted
             )
         assert response.status_code == 201
         assert Study.objects.get(pk=response.json()["id"]).status == Study.Status.PREDICTED
+        api_client.force_authenticate(site_reviewer)
         assert api_client.post(f"/api/studies/{response.json()['id']}/reviews/", {"label": label}).status_code == 201
         ids.append(response.json()["id"])
     return ids
@@ -86,7 +90,6 @@ def test_a_new_sites_reviews_trigger_a_retrain_that_fixes_the_site_and_changes_t
     assert first.model_version.metrics["per_source"]["site-a"]["accuracy"] >= 0.8  # site A was learnt
     frozen_test = set(first.snapshot.items.filter(split="test").values_list("study_id", flat=True))
 
-    api_client.force_authenticate(reviewer())
     _upload_and_review(
         api_client, django_capture_on_commit_callbacks, count=45, source="site-b", inverted=True, seed=1000
     )

@@ -3,7 +3,7 @@
 import pytest
 from django.core.exceptions import ValidationError
 
-from tests.factories import ModelVersionFactory, UserFactory, score_cases
+from tests.factories import ModelVersionFactory, UserFactory, ml_lead, reviewer, score_cases
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
 from training.services import model_version_promote
 from training.services.evaluations import evaluation_metrics
@@ -30,7 +30,7 @@ def test_a_better_version_on_the_same_cases_is_promoted_and_the_old_one_retired(
     new = ModelVersionFactory(snapshot=snapshot)
     score_cases(old, snapshot, correct=15)
     score_cases(new, snapshot, correct=30)
-    admin = UserFactory(is_staff=True)
+    admin = ml_lead()
     model_version_promote(model_version=new, user=admin, reason="rolled forward")
     old.refresh_from_db()
     assert ModelVersion.objects.get(is_active=True) == new and old.status == ModelVersion.Status.RETIRED
@@ -96,7 +96,7 @@ def test_a_roll_back_through_the_api_is_refused_by_the_gate_unless_staff_overrid
 
     api_client.force_authenticate(UserFactory())
     assert api_client.post(f"/api/models/{old.id}/promote/", {"reason": "no"}).status_code == 403
-    api_client.force_authenticate(UserFactory(is_staff=True))
+    api_client.force_authenticate(ml_lead())
     refused = api_client.post(f"/api/models/{old.id}/promote/", {"reason": "new one misses adult COVID"})
     assert refused.status_code == 400 and "promotion gate refuses" in str(refused.json())
     assert api_client.get("/api/models/active/").json()["name"] == new.name
@@ -110,5 +110,5 @@ def test_a_roll_back_through_the_api_is_refused_by_the_gate_unless_staff_overrid
 
 @pytest.mark.django_db
 def test_active_model_endpoint_returns_404_when_none_is_active(api_client):
-    api_client.force_authenticate(UserFactory())
+    api_client.force_authenticate(reviewer())
     assert api_client.get("/api/models/active/").status_code == 404

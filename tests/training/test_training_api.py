@@ -7,7 +7,7 @@ import zipfile
 import pytest
 from django.db import IntegrityError, transaction
 
-from tests.factories import ReviewFactory, StudyFactory, UserFactory
+from tests.factories import ReviewFactory, StudyFactory, UserFactory, ml_lead
 from training.models import TrainingRun
 from training.services import snapshot_create
 
@@ -21,7 +21,7 @@ def test_only_staff_may_start_a_training_run(api_client):
 
 @pytest.mark.django_db
 def test_staff_start_returns_202_and_the_run_is_dispatched_on_commit(api_client, django_capture_on_commit_callbacks):
-    api_client.force_authenticate(UserFactory(is_staff=True))
+    api_client.force_authenticate(ml_lead())
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = api_client.post("/api/training-runs/", {"epochs": 3, "backbone": "small_cnn"}, format="json")
     assert response.status_code == 202
@@ -36,7 +36,7 @@ def test_staff_start_returns_202_and_the_run_is_dispatched_on_commit(api_client,
 @pytest.mark.django_db
 def test_a_second_run_is_refused_while_one_is_in_progress(api_client):
     TrainingRun.objects.create(status=TrainingRun.Status.RUNNING)
-    api_client.force_authenticate(UserFactory(is_staff=True))
+    api_client.force_authenticate(ml_lead())
     response = api_client.post("/api/training-runs/", {}, format="json")
     assert response.status_code == 400
     assert "already running" in str(response.json())
@@ -44,7 +44,7 @@ def test_a_second_run_is_refused_while_one_is_in_progress(api_client):
 
 @pytest.mark.django_db
 def test_an_unknown_backbone_returns_400(api_client):
-    api_client.force_authenticate(UserFactory(is_staff=True))
+    api_client.force_authenticate(ml_lead())
     response = api_client.post("/api/training-runs/", {"backbone": "gpt"}, format="json")
     assert response.status_code == 400 and "backbone" in response.json()
 
@@ -72,7 +72,7 @@ def test_datasets_are_listed_and_exported_as_zip_with_labels_csv(api_client):
     study = StudyFactory(source="site-a", view="PA")
     ReviewFactory(study=study, label="pneumonia")
     snapshot = snapshot_create()
-    api_client.force_authenticate(UserFactory(is_staff=True))
+    api_client.force_authenticate(ml_lead())
     listed = api_client.get("/api/datasets/").json()["results"]
     assert listed[0]["id"] == snapshot.id and listed[0]["counts"]["total"] == 1
 

@@ -1,0 +1,144 @@
+"""Sites and roles: who may do what, and where. The access rules of studies/selectors.py build on these.
+
+A user's roles come from ``SiteMembership`` rows (uploader, reviewer, site lead at one site each).
+Model-level powers (train, promote, override the gate, export) are Django permissions on the training
+models, granted through groups (``ml-lead``); ``is_staff`` only opens the admin. Superusers may do
+everything everywhere.
+"""
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.utils.text import slugify
+
+from studies.models import Site, SiteMembership, Study
+
+Role = SiteMembership.Role
+REVIEW_ROLES = (Role.REVIEWER, Role.LEAD)
+UPLOAD_ROLES = (Role.UPLOADER, Role.REVIEWER, Role.LEAD)
+# Permissions that also let a user read models, runs and datasets (they manage them).
+TRAINING_PERMISSIONS = (
+    "training.promote_modelversion",
+    "training.override_modelversion",
+    "training.start_trainingrun",
+    "training.export_datasetsnapshot",
+)
+DEFAULT_SITE = "default"
+
+
+def user_site_ids(user: AbstractBaseUser, *, roles: tuple[str, ...] = UPLOAD_ROLES) -> QuerySet:
+    """Ids of the sites where the user holds one of ``roles`` (a subquery, not a list)."""
+    return SiteMembership.objects.filter(user_id=user.pk, role__in=roles).values("site_id")
+
+
+def user_is_reviewer(user: AbstractBaseUser) -> bool:
+    """Reviews somewhere: a reviewer or site lead at some site, or a superuser."""
+    if not user.is_authenticated:
+        return False
+    return user.is_superuser or SiteMembership.objects.filter(user_id=user.pk, role__in=REVIEW_ROLES).exists()
+
+
+def user_can_upload(user: AbstractBaseUser) -> bool:
+    if not user.is_authenticated:
+        return False
+    return user.is_superuser or SiteMembership.objects.filter(user_id=user.pk).exists()
+
+
+def user_has_role(user: AbstractBaseUser) -> bool:
+    """Any role at all: a site membership, a training permission, or superuser. Reading models,
+    runs, plots and datasets needs one; a bare login does not."""
+    if not user.is_authenticated:
+        return False
+    return user_can_upload(user) or any(user.has_perm(perm) for perm in TRAINING_PERMISSIONS)
+
+
+def user_is_site_lead(user: AbstractBaseUser) -> bool:
+    if not user.is_authenticated:
+        return False
+    return user.is_superuser or SiteMembership.objects.filter(user_id=user.pk, role=Role.LEAD).exists()
+
+
+def review_check_allowed(*, study: Study, reviewer: AbstractBaseUser) -> None:
+    """A reviewer or site lead of the study's site may review it, never their own upload unless
+    ALLOW_SELF_REVIEW is on. PermissionDenied (a 403) says which rule refused."""
+    if (
+        not reviewer.is_superuser
+        and not SiteMembership.objects.filter(
+            user_id=reviewer.pk, site_id=study.site_id, role__in=REVIEW_ROLES
+        ).exists()
+    ):
+        raise PermissionDenied(f"Only reviewers or site leads of {study.site} may review this study.")
+    if study.uploaded_by_id == reviewer.pk and not settings.ALLOW_SELF_REVIEW:
+        raise PermissionDenied("You uploaded this study; another reviewer must review it.")
+
+
+def site_list_for_upload(*, user: AbstractBaseUser) -> QuerySet[Site]:
+    if user.is_superuser:
+        return Site.objects.all()
+    return Site.objects.filter(pk__in=user_site_ids(user, roles=UPLOAD_ROLES))
+
+
+def site_for_upload(*, user: AbstractBaseUser, source: str = "") -> Site:
+    """The site an upload belongs to: ``source`` names one of the uploader's sites (slug or name);
+    left blank, the uploader's only site. ValidationError on ``source`` otherwise."""
+    sites = site_list_for_upload(user=user)
+    source = source.strip()
+    if source:
+        site = sites.filter(slug=source).first() or sites.filter(name=source).first()
+        if site is None and settings.OPEN_SITES and not _site_exists(source):
+            return site_open_for_upload(user=user, name=source)
+        if site is None:
+            allowed = ", ".join(sites.values_list("slug", flat=True)) or "none"
+            raise ValidationError({"source": f"You cannot upload to site {source!r}; your sites: {allowed}."})
+        return site
+    choices = list(sites[:2])
+    if len(choices) == 1:
+        return choices[0]
+    if not choices:
+        raise ValidationError({"source": "Your account belongs to no site; an administrator must add you to one."})
+    raise ValidationError({"source": f"Name the site: one of {', '.join(sites.values_list('slug', flat=True))}."})
+
+
+def _site_exists(name: str) -> bool:
+    slug = slugify(name)[:100] or DEFAULT_SITE
+    return Site.objects.filter(slug=slug).exists() or Site.objects.filter(name=name).exists()
+
+
+ROLE_RANK = {Role.UPLOADER.value: 0, Role.REVIEWER.value: 1, Role.LEAD.value: 2}
+
+
+def site_open_for_upload(*, user: AbstractBaseUser, name: str) -> Site:
+    """OPEN_SITES (the embedded demo's default, off in production): an upload naming a new source
+    opens that site, and the people who work with the uploader (every role holder at the uploader's
+    sites, each with their highest role there) may read it at once; the uploader uploads there."""
+    team: dict[int, str] = {}
+    memberships = SiteMembership.objects.filter(site__in=site_list_for_upload(user=user))
+    for member_id, role in memberships.values_list("user_id", "role"):
+        if member_id not in team or ROLE_RANK[role] > ROLE_RANK[team[member_id]]:
+            team[member_id] = role
+    if not user.is_superuser:
+        team.setdefault(user.pk, Role.UPLOADER)
+    site = site_get_or_create(name=name)
+    for member_id, role in team.items():
+        SiteMembership.objects.get_or_create(user_id=member_id, site=site, defaults={"role": role})
+    return site
+
+
+def site_get_or_create(*, name: str = "") -> Site:
+    """The site named ``name`` (by slug or name), created if missing: for imports and the admin's
+    commands, never from an uploader's free text."""
+    name = name.strip() or DEFAULT_SITE
+    slug = slugify(name)[:100] or DEFAULT_SITE
+    site = Site.objects.filter(slug=slug).first() or Site.objects.filter(name=name).first()
+    if site is None:
+        site = Site(name=name[:100], slug=slug)
+        site.full_clean()
+        site.save()
+    return site
+
+
+def membership_set(*, user: AbstractBaseUser, site: Site, role: str) -> SiteMembership:
+    """Give ``user`` the role ``role`` at ``site`` (replacing the role held there)."""
+    membership, _ = SiteMembership.objects.update_or_create(user=user, site=site, defaults={"role": role})
+    return membership
