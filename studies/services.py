@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import IO
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from inference.preprocessing import ImageDecodeError, load_grayscale
+from inference.preprocessing import DecodeLimits, ImageDecodeError, load_grayscale, rendition_png
 from studies.models import Label, Patient, Prediction, Review, Study
 from studies.selectors import study_latest_prediction
 from studies.tasks import study_predict_task
@@ -20,20 +22,30 @@ from studies.tasks import study_predict_task
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """An upload that decoded as an X-ray: its bytes, hash, size and file suffix."""
+    """An upload that decoded as an X-ray: the bytes to store, their hash, size, file suffix and browser rendition."""
 
     data: bytes
     sha256: str
     width: int
     height: int
     suffix: str
+    rendition: bytes = b""
+
+
+def decode_limits_from_settings() -> DecodeLimits:
+    return DecodeLimits(
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        max_side=settings.IMAGE_MAX_SIDE,
+        max_deflate_ratio=settings.DICOM_MAX_DEFLATE_RATIO,
+    )
 
 
 def image_check(*, file: IO[bytes]) -> CheckedImage:
-    """Decode an upload fully before anything is written; ValidationError says what is wrong."""
+    """Decode an upload fully, its declared size checked first, before anything is written;
+    ValidationError says what is wrong."""
     data = file.read()
     try:
-        gray = load_grayscale(data)
+        gray = load_grayscale(data, limits=decode_limits_from_settings())
     except ImageDecodeError as exc:
         raise ValidationError({"image": str(exc)}) from exc
     return CheckedImage(
@@ -42,6 +54,7 @@ def image_check(*, file: IO[bytes]) -> CheckedImage:
         width=gray.shape[1],
         height=gray.shape[0],
         suffix=_suffix_for(data),
+        rendition=rendition_png(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE),
     )
 
 
@@ -63,14 +76,22 @@ def patient_get_or_create(*, ref: str = "") -> Patient:
 def _study_save(*, checked: CheckedImage, study: Study) -> Study:
     study.sha256 = checked.sha256
     study.width, study.height = checked.width, checked.height
-    study.image.save(f"upload.{checked.suffix}", ContentFile(checked.data), save=False)
     try:
+        study.image.save(f"upload.{checked.suffix}", ContentFile(checked.data), save=False)
+        if checked.rendition:
+            study.rendition.save("rendition.png", ContentFile(checked.rendition), save=False)
         study.full_clean()
         study.save()
     except Exception:
-        study.image.delete(save=False)  # a rejected study leaves no file behind
+        _files_delete(study.image.name, study.rendition.name)  # a rejected study leaves no file behind
         raise
     return study
+
+
+def _files_delete(*names: str) -> None:
+    for name in names:
+        if name:
+            default_storage.delete(name)
 
 
 @transaction.atomic

@@ -36,6 +36,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -100,10 +101,20 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "studies:list"
 LOGOUT_REDIRECT_URL = "login"
 
-# Uploads: the limit is checked by the API before anything is written.
+# Uploads: a body over the limit is refused from its Content-Length (config.middleware) before it is read.
 MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=30 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Uploads stay in memory (never a temporary file): the original, with its identifiers, never reaches a disk.
+FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
+
+# ---- Privacy and hostile input (README "Privacy and hostile input") ----
+# What an image may declare, checked from its header before any pixel is decoded.
+IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=50_000_000)
+IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=12_000)
+# A deflated DICOM may expand at most this many times.
+DICOM_MAX_DEFLATE_RATIO = env.int("DICOM_MAX_DEFLATE_RATIO", default=50)
+# The browser rendition made once at upload; thumbnails and DICOM views are cut from it, never from the original.
+IMAGE_PREVIEW_MAX_SIDE = env.int("IMAGE_PREVIEW_MAX_SIDE", default=1024)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
