@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from inference.preprocessing import DecodeLimits, ImageDecodeError, load_grayscale, rendition_png
@@ -143,6 +144,18 @@ def study_import(
     _study_save(checked=checked, study=study)
     Review.objects.create(study=study, reviewer=reviewer, label=label, comment="Imported dataset label.")
     return study, True
+
+
+@transaction.atomic
+def study_delete(*, study: Study) -> None:
+    """Delete a study with its predictions and reviews; its files (image, rendition, heatmaps) go once committed."""
+    names = [study.image.name, study.rendition.name]
+    names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
+    try:
+        study.delete()
+    except ProtectedError as exc:
+        raise ValidationError({"study": "This study is in a frozen dataset snapshot; it cannot be deleted."}) from exc
+    transaction.on_commit(partial(_files_delete, *names))
 
 
 def study_mark_processing(*, study: Study) -> Study:

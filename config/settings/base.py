@@ -8,6 +8,7 @@ from the environment here, typed, in one place.
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -29,6 +30,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
     "django_celery_beat",
     "studies",
     "training",
@@ -45,6 +48,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -113,6 +117,21 @@ IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=50_000_000)
 IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=12_000)
 # A deflated DICOM may expand at most this many times.
 DICOM_MAX_DEFLATE_RATIO = env.int("DICOM_MAX_DEFLATE_RATIO", default=50)
+# Content-Security-Policy (django-csp): scripts and styles only from this server, none inline, no third party.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 # The browser rendition made once at upload; thumbnails and DICOM views are cut from it, never from the original.
 IMAGE_PREVIEW_MAX_SIDE = env.int("IMAGE_PREVIEW_MAX_SIDE", default=1024)
 
@@ -136,6 +155,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The description of the API is public; every endpoint it describes still needs a login.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI's assets from this server (drf-spectacular-sidecar): the CSP allows no third-party origin.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # Celery. Embedded default: the filesystem transport under var/broker, no server needed.
