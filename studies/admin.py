@@ -9,7 +9,7 @@ from django.utils.html import format_html
 
 from studies.models import Label, Patient, Prediction, Review, Study
 from studies.selectors import study_annotate_labels
-from studies.services import review_confirm, review_submit, study_delete, study_requeue
+from studies.services import review_confirm, review_submit, study_delete, study_release, study_requeue
 
 THUMBNAIL_PX = 64
 PREVIEW_PX = 360
@@ -87,6 +87,11 @@ def _set_label_action(label: Label) -> Callable[[admin.ModelAdmin, HttpRequest, 
     return admin.action(description=f"Set label to {label.label}")(set_label)
 
 
+@admin.action(description="Release held study (pixels checked: no identifying text)")
+def release_held(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+    _report(modeladmin, request, queryset, lambda study: study_release(study=study), "Released for prediction")
+
+
 @admin.action(description="Re-run prediction")
 def rerun_prediction(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
     _report(modeladmin, request, queryset, lambda study: study_requeue(study=study), "Sent for prediction")
@@ -137,6 +142,7 @@ class StudyAdmin(admin.ModelAdmin):
         confirm_prediction,
         *(_set_label_action(label) for label in Label),
         rerun_prediction,
+        release_held,
     ]
     inlines = [PredictionInline, ReviewInline]
 

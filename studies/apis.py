@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inference.preprocessing import display_image, thumbnail_jpeg
+from studies.deidentify import notes_check, patient_ref_check
 from studies.models import Label, Study
 from studies.permissions import CanUpload, IsReviewer
 from studies.selectors import study_get_for_user, study_latest_prediction, study_list
@@ -74,6 +75,15 @@ class StudyOutputSerializer(serializers.Serializer):
         return PredictionOutputSerializer(prediction).data if prediction else None
 
 
+def _field_check(check, value, field: str, *, as_dict: bool = False):
+    """Run a service-level check; its ValidationError becomes the serializer's, under ``field``."""
+    try:
+        return check(value)
+    except DjangoValidationError as exc:
+        messages = exc.message_dict.get(field, exc.messages)
+        raise serializers.ValidationError({field: messages} if as_dict else messages) from exc
+
+
 class StudyListCreateApi(APIView):
     """GET: the studies you may see, filtered and paginated. POST: upload one image."""
 
@@ -94,23 +104,47 @@ class StudyListCreateApi(APIView):
         class Meta:
             ref_name = "StudyUploadInput"
 
-        image = serializers.FileField(help_text="A chest X-ray: PNG, JPEG or DICOM.")
+        image = serializers.FileField(
+            help_text="A chest X-ray: PNG, JPEG or DICOM. De-identified before it is stored: DICOM rebuilt from an "
+            "allow-list with pseudonymous UIDs and patient, PNG/JPEG re-encoded from the pixels only."
+        )
         patient_ref = serializers.CharField(
-            required=False, allow_blank=True, max_length=128, help_text="Pseudonymous patient key; never a name."
+            required=False,
+            allow_blank=True,
+            max_length=128,
+            help_text="Pseudonymous patient key (letters, digits, . _ : -); never a name, date or hospital number. "
+            "Left empty for a DICOM, a pseudonym keyed by the file's patient ID and the source is used.",
         )
         view = serializers.CharField(required=False, allow_blank=True, max_length=32)
         source = serializers.CharField(required=False, allow_blank=True, max_length=100)
-        notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        notes = serializers.CharField(
+            required=False, allow_blank=True, max_length=5000, help_text="No names, dates or hospital numbers."
+        )
 
         def validate_image(self, file):
             if file.size > settings.MAX_UPLOAD_BYTES:
                 raise serializers.ValidationError(
                     f"The file is {file.size / 1e6:.1f} MB; the limit is {settings.MAX_UPLOAD_BYTES / 1e6:.0f} MB."
                 )
-            try:
-                return image_check(file=file)
-            except DjangoValidationError as exc:
-                raise serializers.ValidationError(exc.message_dict.get("image", exc.messages)) from exc
+            return file
+
+        def validate_patient_ref(self, value: str) -> str:
+            return _field_check(patient_ref_check, value, "patient_ref")
+
+        def validate_notes(self, value: str) -> str:
+            return _field_check(notes_check, value, "notes")
+
+        def validate(self, attrs: dict) -> dict:
+            # De-identification needs the source and patient_ref, so the image is checked once they are valid.
+            attrs["image"] = _field_check(
+                lambda file: image_check(
+                    file=file, source=attrs.get("source", ""), patient_ref=attrs.get("patient_ref", "")
+                ),
+                attrs["image"],
+                "image",
+                as_dict=True,
+            )
+            return attrs
 
     @extend_schema(parameters=[FilterSerializer], responses=StudyOutputSerializer(many=True))
     def get(self, request: Request) -> Response:

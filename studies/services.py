@@ -1,6 +1,7 @@
 """State changes for studies, predictions and reviews."""
 
 import hashlib
+import io
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -15,7 +16,25 @@ from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
-from inference.preprocessing import DecodeLimits, ImageDecodeError, load_grayscale, rendition_png
+from inference.preprocessing import (
+    PNG_SIGNATURE,
+    DecodeLimits,
+    ImageDecodeError,
+    dicom_pixels,
+    dicom_read,
+    gray_check,
+    is_dicom,
+    pillow_gray,
+    pillow_open,
+    rendition_png,
+)
+from studies.deidentify import (
+    dicom_deidentify,
+    patient_pseudonym,
+    patient_ref_check,
+    pixels_reencode,
+    stored_file_is_deidentified,
+)
 from studies.models import Label, Patient, Prediction, Review, Study
 from studies.selectors import study_latest_prediction
 from studies.tasks import study_predict_task
@@ -23,7 +42,8 @@ from studies.tasks import study_predict_task
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """An upload that decoded as an X-ray: the bytes to store, their hash, size, file suffix and browser rendition."""
+    """An upload that decoded as an X-ray, de-identified: the bytes to store (never the upload's own), their hash,
+    size, file suffix and browser rendition; the DICOM patient's pseudonym, and why it is held, if it is."""
 
     data: bytes
     sha256: str
@@ -31,6 +51,8 @@ class CheckedImage:
     height: int
     suffix: str
     rendition: bytes = b""
+    patient_ref: str = ""
+    hold_reason: str = ""
 
 
 def decode_limits_from_settings() -> DecodeLimits:
@@ -41,30 +63,60 @@ def decode_limits_from_settings() -> DecodeLimits:
     )
 
 
-def image_check(*, file: IO[bytes]) -> CheckedImage:
-    """Decode an upload fully, its declared size checked first, before anything is written;
-    ValidationError says what is wrong."""
+def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> CheckedImage:
+    """Decode an upload fully, its declared size checked first, and de-identify it, in memory, before anything is
+    written (studies/deidentify.py); ValidationError says what is wrong. DICOM UIDs and the patient pseudonym are
+    keyed by DEIDENTIFICATION_KEY within ``source``."""
     data = file.read()
+    limits = decode_limits_from_settings()
     try:
-        gray = load_grayscale(data, limits=decode_limits_from_settings())
+        if not data:
+            raise ImageDecodeError("The file is empty.")
+        if is_dicom(data):
+            dataset = dicom_read(data, limits)
+            gray = gray_check(dicom_pixels(dataset))
+            clean = dicom_deidentify(
+                dataset, key=settings.DEIDENTIFICATION_KEY, namespace=source.strip(), patient_ref=patient_ref.strip()
+            )
+        else:
+            image = pillow_open(data, limits)
+            gray = gray_check(pillow_gray(image))
+            clean = pixels_reencode(image, source_format="PNG" if data.startswith(PNG_SIGNATURE) else "JPEG")
     except ImageDecodeError as exc:
         raise ValidationError({"image": str(exc)}) from exc
     return CheckedImage(
-        data=data,
-        sha256=hashlib.sha256(data).hexdigest(),
+        data=clean.data,
+        sha256=hashlib.sha256(clean.data).hexdigest(),
         width=gray.shape[1],
         height=gray.shape[0],
-        suffix=_suffix_for(data),
+        suffix=clean.suffix,
         rendition=rendition_png(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE),
+        patient_ref=clean.patient_ref,
+        hold_reason=clean.hold_reason,
     )
 
 
-def _suffix_for(data: bytes) -> str:
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    return "dcm"
+def study_file_deidentified(*, study: Study) -> tuple[bytes, str]:
+    """The study's image as it may leave the platform, with its file suffix: as stored when it was de-identified at
+    upload; a file stored before de-identification existed is de-identified now (the stored file is left as is)."""
+    with study.image.open("rb") as file:
+        data = file.read()
+    if stored_file_is_deidentified(data):
+        return data, study.image.name.rsplit(".", 1)[-1]
+    checked = image_check(file=io.BytesIO(data), source=study.source, patient_ref=patient_ref_export(study=study))
+    return checked.data, checked.suffix
+
+
+def patient_ref_export(*, study: Study) -> str:
+    """The patient key an export carries: the stored pseudonym, or, for a key stored before pseudonyms were
+    checked that looks like an identifier, a pseudonym of it."""
+    ref = study.patient.ref
+    if ref.startswith("anon:"):
+        return ref
+    try:
+        return patient_ref_check(ref)
+    except ValidationError:
+        return patient_pseudonym(key=settings.DEIDENTIFICATION_KEY, namespace=study.source, patient_id=ref)
 
 
 def patient_get_or_create(*, ref: str = "") -> Patient:
@@ -105,18 +157,29 @@ def study_create(
     source: str = "",
     notes: str = "",
 ) -> Study:
-    """Store an upload and dispatch its prediction once the row is committed."""
+    """Store a de-identified upload and dispatch its prediction once the row is committed; a study with text
+    burned into its pixels is held for a person's decision instead (study_release)."""
     study = Study(
-        patient=patient_get_or_create(ref=patient_ref),
+        patient=patient_get_or_create(ref=patient_ref or checked.patient_ref),
         view=view.strip(),
         source=source.strip(),
         notes=notes,
         uploaded_by=uploaded_by,
-        status=Study.Status.QUEUED,
+        status=Study.Status.HELD if checked.hold_reason else Study.Status.QUEUED,
+        error=checked.hold_reason,
     )
     _study_save(checked=checked, study=study)
-    transaction.on_commit(partial(study_predict_task.delay, study.id))
+    if not checked.hold_reason:
+        transaction.on_commit(partial(study_predict_task.delay, study.id))
     return study
+
+
+@transaction.atomic
+def study_release(*, study: Study) -> Study:
+    """A person checked a held study's pixels (no identifying text): send it for prediction."""
+    if study.status != Study.Status.HELD:
+        raise ValidationError({"study": f"Only held studies can be released; this one is {study.status}."})
+    return _study_dispatch(study)
 
 
 @transaction.atomic
@@ -132,11 +195,13 @@ def study_import(
     """Import a labelled image as a reviewed study; idempotent by content hash."""
     if label not in Label.values:
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
+    if checked.hold_reason:
+        raise ValidationError({"image": checked.hold_reason + " Imports take only images without burned-in text."})
     existing = Study.objects.filter(sha256=checked.sha256).first()
     if existing is not None:
         return existing, False
     study = Study(
-        patient=patient_get_or_create(ref=patient_ref),
+        patient=patient_get_or_create(ref=patient_ref or checked.patient_ref),
         view=view.strip(),
         source=source.strip(),
         status=Study.Status.IMPORTED,
@@ -174,7 +239,13 @@ def study_mark_failed(*, study: Study, reason: str) -> Study:
 
 @transaction.atomic
 def study_requeue(*, study: Study) -> Study:
-    """Send a study for prediction again (after a failure, or a lost message)."""
+    """Send a study for prediction again (after a failure, or a lost message); a held one needs study_release."""
+    if study.status == Study.Status.HELD:
+        raise ValidationError({"study": "This study is held for a human decision; release it (admin) first."})
+    return _study_dispatch(study)
+
+
+def _study_dispatch(study: Study) -> Study:
     study.status = Study.Status.QUEUED
     study.error = ""
     study.save(update_fields=["status", "error", "status_changed_at"])
