@@ -53,6 +53,8 @@ class CheckedImage:
     rendition: bytes = b""
     patient_ref: str = ""
     hold_reason: str = ""
+    # The upload's own hash, never stored: imports stay idempotent for studies stored before de-identification.
+    upload_sha256: str = ""
 
 
 def decode_limits_from_settings() -> DecodeLimits:
@@ -93,6 +95,7 @@ def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> 
         rendition=rendition_png(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE),
         patient_ref=clean.patient_ref,
         hold_reason=clean.hold_reason,
+        upload_sha256=hashlib.sha256(data).hexdigest(),
     )
 
 
@@ -197,7 +200,8 @@ def study_import(
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
     if checked.hold_reason:
         raise ValidationError({"image": checked.hold_reason + " Imports take only images without burned-in text."})
-    existing = Study.objects.filter(sha256=checked.sha256).first()
+    hashes = [checked.sha256, checked.upload_sha256] if checked.upload_sha256 else [checked.sha256]
+    existing = Study.objects.filter(sha256__in=hashes).first()
     if existing is not None:
         return existing, False
     study = Study(

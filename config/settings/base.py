@@ -136,7 +136,7 @@ CONTENT_SECURITY_POLICY = {
 # per deployment, kept secret and kept: a new key gives the same patient a new pseudonym. Production requires it.
 DEIDENTIFICATION_KEY = env("DEIDENTIFICATION_KEY", default=f"embedded-deidentification:{SECRET_KEY}")
 # The browser rendition made once at upload; thumbnails and DICOM views are cut from it, never from the original.
-IMAGE_PREVIEW_MAX_SIDE = env.int("IMAGE_PREVIEW_MAX_SIDE", default=1024)
+IMAGE_PREVIEW_MAX_SIDE = env.int("IMAGE_PREVIEW_MAX_SIDE", default=1600)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
