@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -157,7 +157,13 @@ class StudyListCreateApi(APIView):
             StudyOutputSerializer(page, many=True, context={"request": request}).data
         )
 
-    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: StudyOutputSerializer})
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={
+            201: StudyOutputSerializer,
+            413: OpenApiResponse(description="The body is over MAX_UPLOAD_BYTES; refused before it is read."),
+        },
+    )
     def post(self, request: Request) -> Response:
         unknown = set(request.data.keys()) - self.allowed_fields
         if unknown:
