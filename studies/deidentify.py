@@ -25,7 +25,7 @@ import numpy as np
 from django.core.exceptions import ValidationError
 from PIL import Image
 
-DEIDENTIFICATION_METHOD = "PS3.15 Annex E Basic Application Level Confidentiality Profile (allow-list, cxr-platform)"
+DEIDENTIFICATION_METHOD = "PS3.15 Annex E Basic Profile, allow-list (cxr-platform)"  # LO: 64 chars at most
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
 # What the platform reads from a DICOM: the image pixel module, the modality and VOI LUT (windowing), and the view.
 ALLOWED = (
