@@ -46,7 +46,6 @@ ALLOWED = (
     "ImagerPixelSpacing",
     "RescaleIntercept",
     "RescaleSlope",
-    "RescaleType",
     "WindowCenter",
     "WindowWidth",
     "VOILUTFunction",
