@@ -230,7 +230,9 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"Image is too large: {exc}") from exc
+        raise ImageDecodeError(
+            f"Image is too large; at most {limits.max_pixels / 1e6:.0f} megapixels are accepted ({exc})"
+        ) from exc
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(
             "Not a readable PNG or JPEG image: the file is not an image we recognise; upload PNG, JPEG or DICOM."
