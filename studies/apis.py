@@ -13,11 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference.preprocessing import display_image, thumbnail_jpeg
 from studies.deidentify import notes_check, patient_ref_check
 from studies.models import Label, Study
 from studies.permissions import CanUpload, IsReviewer
-from studies.selectors import study_get_for_user, study_latest_prediction, study_list
+from studies.selectors import study_get_for_user, study_image_for_browser, study_latest_prediction, study_list
 from studies.services import image_check, review_submit, study_create
 
 
@@ -209,24 +208,11 @@ class StudyImageApi(APIView):
         params = self.ParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
-        size = params.validated_data.get("size")
-        if study.rendition:
-            # Renditions are cut from the small stored one: a request never decodes the original.
-            if size:
-                response = HttpResponse(thumbnail_jpeg(study.rendition.path, max_side=size), content_type="image/jpeg")
-            elif study.image.name.endswith(".dcm"):
-                with study.rendition.open("rb") as rendition:
-                    response = HttpResponse(rendition.read(), content_type="image/png")
-            else:
-                response = FileResponse(study.image.open("rb"))
-        elif size:  # a study stored before renditions existed
-            response = HttpResponse(
-                display_image(study.image.path, max_side=size, image_format="JPEG"), content_type="image/jpeg"
-            )
-        elif study.image.name.endswith(".dcm"):
-            response = HttpResponse(display_image(study.image.path), content_type="image/png")
+        image = study_image_for_browser(study=study, size=params.validated_data.get("size"))
+        if isinstance(image.content, bytes):
+            response = HttpResponse(image.content, content_type=image.content_type)
         else:
-            response = FileResponse(study.image.open("rb"))
+            response = FileResponse(image.content)
         patch_cache_control(response, private=True, max_age=24 * 3600)  # a study's image never changes
         return response
 
