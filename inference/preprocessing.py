@@ -63,10 +63,6 @@ def configure_decode_limits(limits: DecodeLimits) -> None:
     Image.MAX_IMAGE_PIXELS = limits.max_pixels
 
 
-def decode_limits() -> DecodeLimits:
-    return _limits
-
-
 configure_decode_limits(_limits)
 
 
@@ -103,8 +99,9 @@ def _check_size(width: int, height: int, frames: int, limits: DecodeLimits) -> N
         )
 
 
-def _inflate_check(data: bytes, limits: DecodeLimits) -> None:
-    """Bound a deflated DICOM's expansion before pydicom inflates it in one go."""
+def _dicom_meta_check(data: bytes, limits: DecodeLimits) -> None:
+    """From the file meta alone: a supported transfer syntax, and for a deflated one a bounded expansion, checked
+    with an incremental inflater before pydicom inflates the whole stream in one go."""
     import pydicom.filereader
 
     stream = io.BytesIO(data)
@@ -116,7 +113,7 @@ def _inflate_check(data: bytes, limits: DecodeLimits) -> None:
     syntax = str(meta.get("TransferSyntaxUID", ""))
     if syntax not in SUPPORTED_TRANSFER_SYNTAXES:
         raise ImageDecodeError(
-            f"Unsupported DICOM transfer syntax {syntax or '(none)'}; supported: "
+            f"Unsupported DICOM transfer syntax {syntax[:64]!r}; supported: "
             + ", ".join(sorted(set(SUPPORTED_TRANSFER_SYNTAXES.values())))
             + "."
         )
@@ -141,7 +138,7 @@ def dicom_read(data: bytes, limits: DecodeLimits | None = None):  # -> pydicom.D
     import pydicom
 
     limits = limits or _limits
-    _inflate_check(data, limits)
+    _dicom_meta_check(data, limits)
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
         if "PixelData" not in dataset:
