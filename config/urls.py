@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.http import JsonResponse
 from django.urls import include, path
 from django.views.defaults import page_not_found
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.apis import AuthTokenCreateApi
 from studies import apis as study_apis
@@ -44,7 +44,11 @@ api_patterns = [
     path("datasets/<int:pk>/", training_apis.DatasetSnapshotDetailApi.as_view(), name="dataset-detail"),
     path("datasets/<int:pk>/export/", training_apis.DatasetSnapshotExportApi.as_view(), name="dataset-export"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path(
+        "docs/",
+        SpectacularSwaggerSplitView.as_view(url_name="api:schema", template_name="api/swagger_ui.html"),
+        name="docs",
+    ),
 ]
 
 urlpatterns = [

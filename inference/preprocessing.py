@@ -6,17 +6,64 @@ backbone's range happens inside each model, so every model takes 0..255 input.
 """
 
 import io
+import struct
+import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from struct import error as struct_error
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 ImageSource = str | Path | bytes | BinaryIO
 
 DICOM_MAGIC_OFFSET = 128
 MIN_SIDE = 64
-MAX_PIXELS = 80_000_000
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+# Transfer syntaxes read at all: native, deflated, and the compressed ones pydicom decodes. Others are refused
+# from the header, before any decoder sees the pixels.
+SUPPORTED_TRANSFER_SYNTAXES = {
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    DEFLATED_TRANSFER_SYNTAX: "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended",
+    "1.2.840.10008.1.2.4.57": "JPEG Lossless",
+    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
+}
+# PNG text chunks are never needed (they are dropped at upload): keep Pillow's decompression of them small.
+PngImagePlugin.MAX_TEXT_CHUNK = 256 * 1024
+PngImagePlugin.MAX_TEXT_MEMORY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What a file may declare before any pixel is decoded (configured from settings in InferenceConfig)."""
+
+    max_pixels: int = 50_000_000
+    max_side: int = 12_000
+    # A deflated DICOM may expand at most this many times (a zip bomb expands thousands of times).
+    max_deflate_ratio: int = 50
+
+
+_limits = DecodeLimits()
+
+
+def configure_decode_limits(limits: DecodeLimits) -> None:
+    """Set the process-wide limits (and Pillow's decompression-bomb guard along with them)."""
+    global _limits
+    _limits = limits
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+
+
+configure_decode_limits(_limits)
 
 
 class ImageDecodeError(ValueError):
@@ -37,48 +84,176 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
     return scaled.round().astype(np.uint8)
 
 
-def _decode_dicom(data: bytes) -> np.ndarray:
+def _check_size(width: int, height: int, frames: int, limits: DecodeLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageDecodeError(f"The image declares a size of {width}x{height} pixels; it has no pixels to read.")
+    if max(width, height) > limits.max_side:
+        raise ImageDecodeError(
+            f"Image is too large ({width}x{height}); at most {limits.max_side} pixels a side are accepted."
+        )
+    if width * height * frames > limits.max_pixels:
+        raise ImageDecodeError(
+            f"Image is too large ({width}x{height}"
+            + (f"x{frames} frames" if frames > 1 else "")
+            + f"); at most {limits.max_pixels / 1e6:.0f} megapixels are accepted."
+        )
+
+
+def _dicom_meta_check(data: bytes, limits: DecodeLimits) -> None:
+    """From the file meta alone: a supported transfer syntax, and for a deflated one a bounded expansion, checked
+    with an incremental inflater before pydicom inflates the whole stream in one go."""
+    import pydicom.filereader
+
+    stream = io.BytesIO(data)
+    try:
+        pydicom.filereader.read_preamble(stream, False)
+        meta = pydicom.filereader._read_file_meta_info(stream)
+    except Exception as exc:  # pydicom raises many types for broken headers
+        raise ImageDecodeError(f"Unreadable DICOM file: the file meta information is broken ({exc}).") from exc
+    syntax = str(meta.get("TransferSyntaxUID", ""))
+    if syntax not in SUPPORTED_TRANSFER_SYNTAXES:
+        raise ImageDecodeError(
+            f"Unsupported DICOM transfer syntax {syntax[:64]!r}; supported: "
+            + ", ".join(sorted(set(SUPPORTED_TRANSFER_SYNTAXES.values())))
+            + "."
+        )
+    if syntax != DEFLATED_TRANSFER_SYNTAX:
+        return
+    compressed = data[stream.tell() :]
+    bound = min(limits.max_deflate_ratio * max(len(compressed), 1), limits.max_pixels * 4 + 16 * 1024 * 1024)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(compressed, bound + 1)
+    except zlib.error as exc:
+        raise ImageDecodeError(f"Unreadable deflated DICOM: {exc}.") from exc
+    if len(inflated) > bound or inflater.unconsumed_tail:
+        raise ImageDecodeError(
+            f"The deflated DICOM expands more than {limits.max_deflate_ratio} times (or past the size limit); "
+            "refused as a possible decompression bomb."
+        )
+
+
+def dicom_read(data: bytes, limits: DecodeLimits | None = None):  # -> pydicom.Dataset
+    """Parse a DICOM file with every size declared in its header checked; no pixel is decoded."""
     import pydicom
+
+    limits = limits or _limits
+    _dicom_meta_check(data, limits)
+    try:
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        if "PixelData" not in dataset:
+            raise ImageDecodeError("The DICOM file holds no image (no Pixel Data element).")
+        rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        bits = int(dataset.get("BitsAllocated", 0) or 0)
+        samples = int(dataset.get("SamplesPerPixel", 1) or 1)
+    except ImageDecodeError:
+        raise
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageDecodeError(f"Unreadable DICOM file: {exc}") from exc
+    _check_size(columns, rows, frames, limits)
+    if frames != 1:
+        raise ImageDecodeError(f"The DICOM file has {frames} frames; only single-frame images are supported.")
+    if samples != 1:
+        raise ImageDecodeError("Only grayscale DICOM images are supported (Samples per Pixel must be 1).")
+    if bits not in {8, 16, 32}:
+        raise ImageDecodeError(f"Bits Allocated is {bits}; 8, 16 or 32 are supported.")
+    return dataset
+
+
+def dicom_pixels(dataset) -> np.ndarray:
+    """The 8-bit grayscale of a checked dataset: pixels, then its VOI LUT or window, then MONOCHROME1 inverted."""
     from pydicom.pixels import apply_voi_lut
 
     try:
-        dataset = pydicom.dcmread(io.BytesIO(data))
         pixels = dataset.pixel_array
-    except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageDecodeError(f"Unreadable DICOM file: {exc}") from exc
+    except Exception as exc:  # pydicom raises many types for broken pixel data
+        raise ImageDecodeError(f"Unreadable DICOM pixel data: {exc}") from exc
     if pixels.ndim != 2:
         raise ImageDecodeError("Only single-frame grayscale DICOM images are supported.")
-    pixels = apply_voi_lut(pixels, dataset)
+    try:
+        pixels = apply_voi_lut(pixels, dataset)
+    except Exception as exc:  # a malformed VOI LUT or window (WindowWidth=0, text in a number, ...)
+        raise ImageDecodeError(f"Malformed VOI LUT or window (Window Center/Width) in the DICOM header: {exc}") from exc
+    if not np.isfinite(pixels).all():
+        raise ImageDecodeError("The DICOM window or VOI LUT turns the pixels into non-finite values.")
     gray = _to_uint8(pixels)
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
         gray = 255 - gray
     return gray
 
 
-def _decode_pillow(data: bytes) -> np.ndarray:
+def _decode_dicom(data: bytes, limits: DecodeLimits) -> np.ndarray:
+    return dicom_pixels(dicom_read(data, limits))
+
+
+def _png_structure_check(data: bytes) -> None:
+    """Walk a PNG's chunks: nothing may follow IEND (a polyglot hides another file there)."""
+    position = len(PNG_SIGNATURE)
+    while position + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        position += 12 + length
+        if kind == b"IEND":
+            if position < len(data):
+                raise ImageDecodeError(
+                    f"Not a readable PNG or JPEG image: {len(data) - position} bytes follow the end of the PNG "
+                    "(another file appended to it?)."
+                )
+            return
+    raise ImageDecodeError("Not a readable PNG or JPEG image: the PNG file is truncated (no IEND chunk).")
+
+
+def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
+    """Open a PNG or JPEG with its declared size checked, and load its pixels (upright, EXIF orientation applied).
+
+    Only the PNG and JPEG parsers ever see the bytes."""
+    limits = limits or _limits
+    if data.startswith(PNG_SIGNATURE):
+        _png_structure_check(data)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings():
+            # Pillow warns between its limit and twice it: a refusal here, as the size check says.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
+        with image:
             if image.format not in {"PNG", "JPEG"}:
                 raise ImageDecodeError(f"Unsupported image format {image.format}; upload PNG, JPEG or DICOM.")
-            if image.width * image.height > MAX_PIXELS:
-                raise ImageDecodeError("Image is too large (more than 80 megapixels).")
+            _check_size(image.width, image.height, getattr(image, "n_frames", 1), limits)
+            if getattr(image, "is_animated", False):
+                raise ImageDecodeError("Animated images are not supported; upload a single still image.")
             image.load()  # raises on truncated files
-            image = ImageOps.exif_transpose(image)
-            if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
-                return _to_uint8(np.asarray(image))
-            if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
-                image = image.convert("RGBA")
-                background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-                image = Image.alpha_composite(background, image)
-            return np.asarray(image.convert("L"))
+            return ImageOps.exif_transpose(image)
     except ImageDecodeError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError("Image is too large (more than 80 megapixels).") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(
+            f"Image is too large; at most {limits.max_pixels / 1e6:.0f} megapixels are accepted ({exc})"
+        ) from exc
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError("Not a readable PNG or JPEG image: the file is not an image we recognise.") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageDecodeError(
+            "Not a readable PNG or JPEG image: the file is not an image we recognise; upload PNG, JPEG or DICOM."
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct_error) as exc:
         raise ImageDecodeError(f"Not a readable PNG or JPEG image: {exc}.") from exc
+
+
+def pillow_gray(image: Image.Image) -> np.ndarray:
+    """A loaded Pillow image as 8-bit grayscale: 16-bit stretched, transparency over black."""
+    try:
+        if image.mode in {"I;16", "I;16B", "I;16L", "I", "F"}:
+            return _to_uint8(np.asarray(image))
+        if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(background, image)
+        return np.asarray(image.convert("L"))
+    except (OSError, ValueError) as exc:
+        raise ImageDecodeError(f"Not a readable PNG or JPEG image: {exc}.") from exc
+
+
+def _decode_pillow(data: bytes, limits: DecodeLimits) -> np.ndarray:
+    return pillow_gray(pillow_open(data, limits))
 
 
 def _read_bytes(source: ImageSource) -> bytes:
@@ -93,12 +268,22 @@ def _read_bytes(source: ImageSource) -> bytes:
     return data
 
 
-def load_grayscale(source: ImageSource) -> np.ndarray:
-    """Decode a chest X-ray into an (H, W) uint8 array, contrast-stretched."""
+def is_dicom(data: bytes) -> bool:
+    return _is_dicom(data[: DICOM_MAGIC_OFFSET + 4])
+
+
+def load_grayscale(source: ImageSource, *, limits: DecodeLimits | None = None) -> np.ndarray:
+    """Decode a chest X-ray into an (H, W) uint8 array, contrast-stretched; sizes are checked before decoding."""
     data = _read_bytes(source)
     if not data:
         raise ImageDecodeError("The file is empty.")
-    gray = _decode_dicom(data) if _is_dicom(data[: DICOM_MAGIC_OFFSET + 4]) else _decode_pillow(data)
+    limits = limits or _limits
+    gray = _decode_dicom(data, limits) if is_dicom(data) else _decode_pillow(data, limits)
+    return gray_check(gray)
+
+
+def gray_check(gray: np.ndarray) -> np.ndarray:
+    """The checks and the stretch every decoded image gets, whatever its format."""
     if min(gray.shape) < MIN_SIDE:
         raise ImageDecodeError(f"Image is too small ({gray.shape[1]}x{gray.shape[0]}); at least {MIN_SIDE} px a side.")
     # The same stretch for every source, so exposure differs less between hospitals.
@@ -114,6 +299,24 @@ def preprocess(gray: np.ndarray, size: int) -> np.ndarray:
 
 def load_and_preprocess(source: ImageSource, size: int) -> np.ndarray:
     return preprocess(load_grayscale(source), size)
+
+
+def rendition_png(gray: np.ndarray, *, max_side: int) -> bytes:
+    """The 8-bit rendition browsers are shown, made once: at most ``max_side`` pixels a side."""
+    image = Image.fromarray(gray)
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def thumbnail_jpeg(rendition: ImageSource, *, max_side: int) -> bytes:
+    """A JPEG thumbnail cut from a stored rendition (small, already checked)."""
+    with Image.open(io.BytesIO(_read_bytes(rendition)), formats=["PNG", "JPEG"]) as image:
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        buffer = io.BytesIO()
+        image.convert("L").save(buffer, format="JPEG", quality=88)
+        return buffer.getvalue()
 
 
 def display_image(source: ImageSource, *, max_side: int = 2048, image_format: str = "PNG") -> bytes:

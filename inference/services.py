@@ -19,6 +19,7 @@ from inference.preprocessing import ImageSource, load_grayscale, preprocess
 LAST_CONV_LAYER = "last_conv"
 PROBABILITY_FLOOR = 1e-7  # log(0) guard when softmax outputs are turned back into logits
 _CACHE_SIZE = 2
+OVERLAY_MAX_SIDE = 768
 
 
 @dataclass(frozen=True)
@@ -163,13 +164,14 @@ def heatmap_overlay_jpeg(gray: np.ndarray, heat: np.ndarray) -> bytes:
     """Blend a 0..1 heatmap (any size) over the grayscale image, as JPEG bytes."""
     from matplotlib import colormaps
 
-    base = Image.fromarray(gray).convert("RGB")
+    base = Image.fromarray(gray)
+    base.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    base = base.convert("RGB")  # downscaled first: the blend costs the overlay's pixels, not the original's
     heat_img = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
     colored = (colormaps["jet"](np.asarray(heat_img) / 255.0)[:, :, :3] * 255).astype(np.uint8)
     alpha = (np.asarray(heat_img, dtype=np.float32) / 255.0 * 0.5)[:, :, None]
     blended = (np.asarray(base) * (1 - alpha) + colored * alpha).astype(np.uint8)
     out = Image.fromarray(blended)
-    out.thumbnail((768, 768))
     buffer = io.BytesIO()
     out.save(buffer, format="JPEG", quality=88)  # a picture to look at: PNG cost 10x the time
     return buffer.getvalue()

@@ -9,7 +9,7 @@ from django.utils.html import format_html
 
 from studies.models import Label, Patient, Prediction, Review, Site, SiteMembership, Study
 from studies.selectors import study_annotate_labels
-from studies.services import review_confirm, review_submit, study_requeue
+from studies.services import review_confirm, review_submit, study_delete, study_release, study_requeue
 
 THUMBNAIL_PX = 64
 PREVIEW_PX = 360
@@ -87,6 +87,11 @@ def _set_label_action(label: Label) -> Callable[[admin.ModelAdmin, HttpRequest, 
     return admin.action(description=f"Set label to {label.label}")(set_label)
 
 
+@admin.action(description="Release held study (pixels checked: no identifying text)")
+def release_held(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+    _report(modeladmin, request, queryset, lambda study: study_release(study=study), "Released for prediction")
+
+
 @admin.action(description="Re-run prediction")
 def rerun_prediction(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
     _report(modeladmin, request, queryset, lambda study: study_requeue(study=study), "Sent for prediction")
@@ -137,8 +142,13 @@ class StudyAdmin(admin.ModelAdmin):
         confirm_prediction,
         *(_set_label_action(label) for label in Label),
         rerun_prediction,
+        release_held,
     ]
     inlines = [PredictionInline, ReviewInline]
+
+    class Media:
+        css = {"all": ["studies/admin.css"]}  # no inline style: the Content-Security-Policy forbids it
+
     fields = [
         "preview",
         "patient",
@@ -172,17 +182,23 @@ class StudyAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Study]:
         return study_annotate_labels(super().get_queryset(request)).select_related("patient")
 
+    def delete_model(self, request: HttpRequest, obj: Study) -> None:
+        study_delete(study=obj)  # the files go too, once the deletion is committed
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        for study in queryset:
+            study_delete(study=study)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # studies come in through the upload API, which checks the image
 
     def _image(self, study: Study, size: int) -> str:
         return format_html(
-            '<img src="{}" width="{}" alt="Study {}" loading="lazy" style="max-height:{}px;object-fit:contain;'
-            'background:#111;border-radius:4px">',
+            '<img src="{}" width="{}" height="{}" alt="Study {}" loading="lazy" class="study-image">',
             f"{reverse('api:study-image', kwargs={'pk': study.pk})}?size={2 * size}",
             size,
-            study.pk,
             size,
+            study.pk,
         )
 
     @admin.display(description="image")

@@ -2,10 +2,11 @@
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -13,12 +14,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inference.preprocessing import display_image
+from studies.deidentify import notes_check, patient_ref_check
 from studies.models import Label, Study
 from studies.permissions import CanUpload, HasRole, IsReviewer
-from studies.selectors import study_get_for_user, study_latest_prediction, study_list
+from studies.selectors import study_get_for_user, study_image_for_browser, study_latest_prediction, study_list
 from studies.services import image_check, review_submit, study_create
-from studies.sites import site_for_upload
+from studies.sites import site_for_upload, site_slug_for_upload
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -75,6 +76,15 @@ class StudyOutputSerializer(serializers.Serializer):
         return PredictionOutputSerializer(prediction).data if prediction else None
 
 
+def _field_check(check, value, field: str, *, as_dict: bool = False):
+    """Run a service-level check; its ValidationError becomes the serializer's, under ``field``."""
+    try:
+        return check(value)
+    except DjangoValidationError as exc:
+        messages = exc.message_dict.get(field, exc.messages)
+        raise serializers.ValidationError({field: messages} if as_dict else messages) from exc
+
+
 class StudyListCreateApi(APIView):
     """GET: the studies you may see, filtered and paginated. POST: upload one image."""
 
@@ -96,9 +106,16 @@ class StudyListCreateApi(APIView):
         class Meta:
             ref_name = "StudyUploadInput"
 
-        image = serializers.FileField(help_text="A chest X-ray: PNG, JPEG or DICOM.")
+        image = serializers.FileField(
+            help_text="A chest X-ray: PNG, JPEG or DICOM. De-identified before it is stored: DICOM rebuilt from an "
+            "allow-list with pseudonymous UIDs and patient, PNG/JPEG re-encoded from the pixels only."
+        )
         patient_ref = serializers.CharField(
-            required=False, allow_blank=True, max_length=128, help_text="Pseudonymous patient key; never a name."
+            required=False,
+            allow_blank=True,
+            max_length=128,
+            help_text="Pseudonymous patient key (letters, digits, . _ : -); never a name, date or hospital number. "
+            "Left empty for a DICOM, a pseudonym keyed by the file's patient ID and the source is used.",
         )
         view = serializers.CharField(required=False, allow_blank=True, max_length=32)
         source = serializers.CharField(
@@ -107,17 +124,34 @@ class StudyListCreateApi(APIView):
             max_length=100,
             help_text="The site (slug) the study belongs to; may be left out by users of a single site.",
         )
-        notes = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        notes = serializers.CharField(
+            required=False, allow_blank=True, max_length=5000, help_text="No names, dates or hospital numbers."
+        )
 
         def validate_image(self, file):
             if file.size > settings.MAX_UPLOAD_BYTES:
                 raise serializers.ValidationError(
                     f"The file is {file.size / 1e6:.1f} MB; the limit is {settings.MAX_UPLOAD_BYTES / 1e6:.0f} MB."
                 )
-            try:
-                return image_check(file=file)
-            except DjangoValidationError as exc:
-                raise serializers.ValidationError(exc.message_dict.get("image", exc.messages)) from exc
+            return file
+
+        def validate_patient_ref(self, value: str) -> str:
+            return _field_check(patient_ref_check, value, "patient_ref")
+
+        def validate_notes(self, value: str) -> str:
+            return _field_check(notes_check, value, "notes")
+
+        def validate(self, attrs: dict) -> dict:
+            # De-identification needs the site (its slug keys the pseudonyms) and patient_ref, so the image
+            # is checked once they are valid; nothing is written until the whole upload is.
+            site_slug = site_slug_for_upload(user=self.context["request"].user, source=attrs.get("source", ""))
+            attrs["image"] = _field_check(
+                lambda file: image_check(file=file, source=site_slug, patient_ref=attrs.get("patient_ref", "")),
+                attrs["image"],
+                "image",
+                as_dict=True,
+            )
+            return attrs
 
     @extend_schema(parameters=[FilterSerializer], responses=StudyOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -130,24 +164,31 @@ class StudyListCreateApi(APIView):
             StudyOutputSerializer(page, many=True, context={"request": request}).data
         )
 
-    @extend_schema(request={"multipart/form-data": InputSerializer}, responses={201: StudyOutputSerializer})
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={
+            201: StudyOutputSerializer,
+            413: OpenApiResponse(description="The body is over MAX_UPLOAD_BYTES; refused before it is read."),
+        },
+    )
     def post(self, request: Request) -> Response:
         unknown = set(request.data.keys()) - self.allowed_fields
         if unknown:
             raise ValidationError(
                 {"non_field_errors": [f"Unknown field(s): {', '.join(sorted(unknown))}. Send the file as 'image'."]}
             )
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.InputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        study = study_create(
-            checked=data["image"],
-            uploaded_by=request.user,
-            site=site_for_upload(user=request.user, source=data.get("source", "")),
-            patient_ref=data.get("patient_ref", ""),
-            view=data.get("view", ""),
-            notes=data.get("notes", ""),
-        )
+        with transaction.atomic():  # a site opened by this upload exists only with its study
+            study = study_create(
+                checked=data["image"],
+                uploaded_by=request.user,
+                site=site_for_upload(user=request.user, source=data.get("source", "")),
+                patient_ref=data.get("patient_ref", ""),
+                view=data.get("view", ""),
+                notes=data.get("notes", ""),
+            )
         study = study_get_for_user(user=request.user, study_id=study.pk)
         return Response(StudyOutputSerializer(study, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
@@ -176,15 +217,11 @@ class StudyImageApi(APIView):
         params = self.ParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
-        size = params.validated_data.get("size")
-        if size:
-            response = HttpResponse(
-                display_image(study.image.path, max_side=size, image_format="JPEG"), content_type="image/jpeg"
-            )
-        elif study.image.name.endswith(".dcm"):
-            response = HttpResponse(display_image(study.image.path), content_type="image/png")
+        image = study_image_for_browser(study=study, size=params.validated_data.get("size"))
+        if isinstance(image.content, bytes):
+            response = HttpResponse(image.content, content_type=image.content_type)
         else:
-            response = FileResponse(study.image.open("rb"))
+            response = FileResponse(image.content)
         patch_cache_control(response, private=True, max_age=24 * 3600)  # a study's image never changes
         return response
 

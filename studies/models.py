@@ -70,6 +70,10 @@ def study_upload_to(instance: "Study", filename: str) -> str:
     return f"studies/{instance.sha256[:2]}/{instance.sha256}.{suffix}"
 
 
+def study_rendition_upload_to(instance: "Study", filename: str) -> str:
+    return f"renditions/{instance.sha256[:2]}/{instance.sha256}.png"
+
+
 class Study(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -78,10 +82,14 @@ class Study(models.Model):
         FAILED = "failed", "Failed"
         # Labelled by a dataset import; not sent for prediction.
         IMPORTED = "imported", "Imported"
+        # Not predicted, not in any dataset until a person decides (e.g. text burned into the pixels).
+        HELD = "held", "Held for review"
 
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="studies")
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     image = models.FileField(upload_to=study_upload_to)
+    # An 8-bit rendition for browsers, made once at upload: thumbnails are cut from it, never from the original.
+    rendition = models.FileField(upload_to=study_rendition_upload_to, blank=True)
     sha256 = models.CharField(max_length=64, db_index=True)
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()

@@ -1,17 +1,43 @@
 """Reads for studies; access rules live here once."""
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.files import File
 from django.db.models import Exists, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from inference.preprocessing import display_image, thumbnail_jpeg
 from studies.models import Prediction, Review, Study
 from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_reviewer, user_site_ids
 
 __all__ = ["user_can_upload", "user_is_reviewer"]  # the role checks live in studies.sites
+
+
+@dataclass(frozen=True)
+class BrowserImage:
+    content: bytes | File  # bytes of a rendition, or the stored file itself
+    content_type: str | None = None
+
+
+def study_image_for_browser(*, study: Study, size: int | None = None) -> BrowserImage:
+    """What a browser is shown: ``size`` gives a JPEG of at most that side; DICOM becomes PNG. Both are cut from the
+    rendition stored at upload, so no request decodes an original (a study stored before renditions existed is
+    decoded, within the decoders' limits)."""
+    if study.rendition:
+        if size:
+            return BrowserImage(thumbnail_jpeg(study.rendition.path, max_side=size), "image/jpeg")
+        if study.image.name.endswith(".dcm"):
+            with study.rendition.open("rb") as rendition:
+                return BrowserImage(rendition.read(), "image/png")
+    elif size:
+        return BrowserImage(display_image(study.image.path, max_side=size, image_format="JPEG"), "image/jpeg")
+    elif study.image.name.endswith(".dcm"):
+        return BrowserImage(display_image(study.image.path), "image/png")
+    return BrowserImage(study.image.open("rb"))
 
 
 def study_annotate_labels(queryset: QuerySet[Study]) -> QuerySet[Study]:

@@ -1,19 +1,41 @@
 """State changes for studies, predictions and reviews."""
 
 import hashlib
+import io
 import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import IO
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
-from inference.preprocessing import ImageDecodeError, load_grayscale
+from inference.preprocessing import (
+    PNG_SIGNATURE,
+    DecodeLimits,
+    ImageDecodeError,
+    dicom_pixels,
+    dicom_read,
+    gray_check,
+    is_dicom,
+    pillow_gray,
+    pillow_open,
+    rendition_png,
+)
 from inference.services import PredictionResult
+from studies.deidentify import (
+    dicom_deidentify,
+    patient_pseudonym,
+    patient_ref_check,
+    pixels_reencode,
+    stored_file_is_deidentified,
+)
 from studies.models import Label, Patient, Prediction, Review, Site, Study
 from studies.selectors import study_latest_prediction
 from studies.sites import review_check_allowed, site_get_or_create
@@ -22,37 +44,84 @@ from studies.tasks import study_predict_task
 
 @dataclass(frozen=True)
 class CheckedImage:
-    """An upload that decoded as an X-ray: its bytes, hash, size and file suffix."""
+    """An upload that decoded as an X-ray, de-identified: the bytes to store (never the upload's own), their hash,
+    size, file suffix and browser rendition; the DICOM patient's pseudonym, and why it is held, if it is."""
 
     data: bytes
     sha256: str
     width: int
     height: int
     suffix: str
+    rendition: bytes = b""
+    patient_ref: str = ""
+    hold_reason: str = ""
+    # The upload's own hash, never stored: imports stay idempotent for studies stored before de-identification.
+    upload_sha256: str = ""
 
 
-def image_check(*, file: IO[bytes]) -> CheckedImage:
-    """Decode an upload fully before anything is written; ValidationError says what is wrong."""
-    data = file.read()
-    try:
-        gray = load_grayscale(data)
-    except ImageDecodeError as exc:
-        raise ValidationError({"image": str(exc)}) from exc
-    return CheckedImage(
-        data=data,
-        sha256=hashlib.sha256(data).hexdigest(),
-        width=gray.shape[1],
-        height=gray.shape[0],
-        suffix=_suffix_for(data),
+def decode_limits_from_settings() -> DecodeLimits:
+    return DecodeLimits(
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        max_side=settings.IMAGE_MAX_SIDE,
+        max_deflate_ratio=settings.DICOM_MAX_DEFLATE_RATIO,
     )
 
 
-def _suffix_for(data: bytes) -> str:
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    return "dcm"
+def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> CheckedImage:
+    """Decode an upload fully, its declared size checked first, and de-identify it, in memory, before anything is
+    written (studies/deidentify.py); ValidationError says what is wrong. DICOM UIDs and the patient pseudonym are
+    keyed by DEIDENTIFICATION_KEY within ``source``."""
+    data = file.read()
+    limits = decode_limits_from_settings()
+    try:
+        if not data:
+            raise ImageDecodeError("The file is empty.")
+        if is_dicom(data):
+            dataset = dicom_read(data, limits)
+            gray = gray_check(dicom_pixels(dataset))
+            clean = dicom_deidentify(
+                dataset, key=settings.DEIDENTIFICATION_KEY, namespace=source.strip(), patient_ref=patient_ref.strip()
+            )
+        else:
+            image = pillow_open(data, limits)
+            gray = gray_check(pillow_gray(image))
+            clean = pixels_reencode(image, source_format="PNG" if data.startswith(PNG_SIGNATURE) else "JPEG")
+    except ImageDecodeError as exc:
+        raise ValidationError({"image": str(exc)}) from exc
+    return CheckedImage(
+        data=clean.data,
+        sha256=hashlib.sha256(clean.data).hexdigest(),
+        width=gray.shape[1],
+        height=gray.shape[0],
+        suffix=clean.suffix,
+        rendition=rendition_png(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE),
+        patient_ref=clean.patient_ref,
+        hold_reason=clean.hold_reason,
+        upload_sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def study_file_deidentified(*, study: Study) -> tuple[bytes, str]:
+    """The study's image as it may leave the platform, with its file suffix: as stored when it was de-identified at
+    upload; a file stored before de-identification existed is de-identified now (the stored file is left as is)."""
+    with study.image.open("rb") as file:
+        data = file.read()
+    if stored_file_is_deidentified(data):
+        return data, study.image.name.rsplit(".", 1)[-1]
+    checked = image_check(file=io.BytesIO(data), source=study.source, patient_ref=patient_ref_export(study=study))
+    return checked.data, checked.suffix
+
+
+def patient_ref_export(*, study: Study) -> str:
+    """The patient key an export carries: the stored pseudonym, or, for a key stored before pseudonyms were
+    checked that looks like an identifier, a pseudonym of it."""
+    ref = study.patient.ref
+    if ref.startswith("anon:"):
+        return ref
+    try:
+        return patient_ref_check(ref)
+    except ValidationError:
+        return patient_pseudonym(key=settings.DEIDENTIFICATION_KEY, namespace=study.source, patient_id=ref)
 
 
 def patient_get_or_create(*, site: Site, ref: str = "") -> Patient:
@@ -66,14 +135,22 @@ def patient_get_or_create(*, site: Site, ref: str = "") -> Patient:
 def _study_save(*, checked: CheckedImage, study: Study) -> Study:
     study.sha256 = checked.sha256
     study.width, study.height = checked.width, checked.height
-    study.image.save(f"upload.{checked.suffix}", ContentFile(checked.data), save=False)
     try:
+        study.image.save(f"upload.{checked.suffix}", ContentFile(checked.data), save=False)
+        if checked.rendition:
+            study.rendition.save("rendition.png", ContentFile(checked.rendition), save=False)
         study.full_clean()
         study.save()
     except Exception:
-        study.image.delete(save=False)  # a rejected study leaves no file behind
+        _files_delete(study.image.name, study.rendition.name)  # a rejected study leaves no file behind
         raise
     return study
+
+
+def _files_delete(*names: str) -> None:
+    for name in names:
+        if name:
+            default_storage.delete(name)
 
 
 @transaction.atomic
@@ -86,20 +163,31 @@ def study_create(
     view: str = "",
     notes: str = "",
 ) -> Study:
-    """Store an upload at ``site`` (its slug is the study's source) and dispatch its prediction once
-    the row is committed."""
+    """Store a de-identified upload at ``site`` (its slug is the study's source) and dispatch its prediction
+    once the row is committed; a study with text burned into its pixels is held for a person's decision
+    instead (study_release)."""
     study = Study(
         site=site,
-        patient=patient_get_or_create(site=site, ref=patient_ref),
+        patient=patient_get_or_create(site=site, ref=patient_ref or checked.patient_ref),
         view=view.strip(),
         source=site.slug,
         notes=notes,
         uploaded_by=uploaded_by,
-        status=Study.Status.QUEUED,
+        status=Study.Status.HELD if checked.hold_reason else Study.Status.QUEUED,
+        error=checked.hold_reason,
     )
     _study_save(checked=checked, study=study)
-    transaction.on_commit(partial(study_predict_task.delay, study.id))
+    if not checked.hold_reason:
+        transaction.on_commit(partial(study_predict_task.delay, study.id))
     return study
+
+
+@transaction.atomic
+def study_release(*, study: Study) -> Study:
+    """A person checked a held study's pixels (no identifying text): send it for prediction."""
+    if study.status != Study.Status.HELD:
+        raise ValidationError({"study": f"Only held studies can be released; this one is {study.status}."})
+    return _study_dispatch(study)
 
 
 @transaction.atomic
@@ -115,13 +203,16 @@ def study_import(
     """Import a labelled image as a reviewed study; idempotent by content hash."""
     if label not in Label.values:
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
-    existing = Study.objects.filter(sha256=checked.sha256).first()
+    if checked.hold_reason:
+        raise ValidationError({"image": checked.hold_reason + " Imports take only images without burned-in text."})
+    hashes = [checked.sha256, checked.upload_sha256] if checked.upload_sha256 else [checked.sha256]
+    existing = Study.objects.filter(sha256__in=hashes).first()
     if existing is not None:
         return existing, False
     site = site_get_or_create(name=source)
     study = Study(
         site=site,
-        patient=patient_get_or_create(site=site, ref=patient_ref),
+        patient=patient_get_or_create(site=site, ref=patient_ref or checked.patient_ref),
         view=view.strip(),
         source=site.slug,
         status=Study.Status.IMPORTED,
@@ -129,6 +220,18 @@ def study_import(
     _study_save(checked=checked, study=study)
     Review.objects.create(study=study, reviewer=reviewer, label=label, comment="Imported dataset label.")
     return study, True
+
+
+@transaction.atomic
+def study_delete(*, study: Study) -> None:
+    """Delete a study with its predictions and reviews; its files (image, rendition, heatmaps) go once committed."""
+    names = [study.image.name, study.rendition.name]
+    names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
+    try:
+        study.delete()
+    except ProtectedError as exc:
+        raise ValidationError({"study": "This study is in a frozen dataset snapshot; it cannot be deleted."}) from exc
+    transaction.on_commit(partial(_files_delete, *names))
 
 
 def study_mark_processing(*, study: Study) -> Study:
@@ -147,7 +250,13 @@ def study_mark_failed(*, study: Study, reason: str) -> Study:
 
 @transaction.atomic
 def study_requeue(*, study: Study) -> Study:
-    """Send a study for prediction again (after a failure, or a lost message)."""
+    """Send a study for prediction again (after a failure, or a lost message); a held one needs study_release."""
+    if study.status == Study.Status.HELD:
+        raise ValidationError({"study": "This study is held for a human decision; release it (admin) first."})
+    return _study_dispatch(study)
+
+
+def _study_dispatch(study: Study) -> Study:
     study.status = Study.Status.QUEUED
     study.error = ""
     study.save(update_fields=["status", "error", "status_changed_at"])

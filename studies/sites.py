@@ -79,15 +79,16 @@ def site_list_for_upload(*, user: AbstractBaseUser) -> QuerySet[Site]:
     return Site.objects.filter(pk__in=user_site_ids(user, roles=UPLOAD_ROLES))
 
 
-def site_for_upload(*, user: AbstractBaseUser, source: str = "") -> Site:
-    """The site an upload belongs to: ``source`` names one of the uploader's sites (slug or name);
-    left blank, the uploader's only site. ValidationError on ``source`` otherwise."""
+def _upload_site(*, user: AbstractBaseUser, source: str) -> Site | None:
+    """The existing site an upload names (``source``: slug or name), or the uploader's only site when
+    blank; None when ``source`` names a site that does not exist yet and OPEN_SITES lets the upload
+    open it. ValidationError on ``source`` otherwise."""
     sites = site_list_for_upload(user=user)
     source = source.strip()
     if source:
         site = sites.filter(slug=source).first() or sites.filter(name=source).first()
         if site is None and settings.OPEN_SITES and not _site_exists(source):
-            return site_open_for_upload(user=user, name=source)
+            return None
         if site is None:
             allowed = ", ".join(sites.values_list("slug", flat=True)) or "none"
             raise ValidationError({"source": f"You cannot upload to site {source!r}; your sites: {allowed}."})
@@ -100,9 +101,25 @@ def site_for_upload(*, user: AbstractBaseUser, source: str = "") -> Site:
     raise ValidationError({"source": f"Name the site: one of {', '.join(sites.values_list('slug', flat=True))}."})
 
 
+def site_slug_for_upload(*, user: AbstractBaseUser, source: str = "") -> str:
+    """The slug of the site an upload will belong to, without writing anything (the key of its pseudonyms)."""
+    site = _upload_site(user=user, source=source)
+    return site.slug if site is not None else _slug(source.strip())
+
+
+def site_for_upload(*, user: AbstractBaseUser, source: str = "") -> Site:
+    """The site an upload belongs to: ``source`` names one of the uploader's sites (slug or name);
+    left blank, the uploader's only site; with OPEN_SITES, a new name opens a new site."""
+    site = _upload_site(user=user, source=source)
+    return site if site is not None else site_open_for_upload(user=user, name=source.strip())
+
+
+def _slug(name: str) -> str:
+    return slugify(name)[:100] or DEFAULT_SITE
+
+
 def _site_exists(name: str) -> bool:
-    slug = slugify(name)[:100] or DEFAULT_SITE
-    return Site.objects.filter(slug=slug).exists() or Site.objects.filter(name=name).exists()
+    return Site.objects.filter(slug=_slug(name)).exists() or Site.objects.filter(name=name).exists()
 
 
 ROLE_RANK = {Role.UPLOADER.value: 0, Role.REVIEWER.value: 1, Role.LEAD.value: 2}

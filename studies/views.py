@@ -123,8 +123,13 @@ def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def study_requeue_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_reviewer(request.user)
-    study = study_requeue(study=study_get_for_user(user=request.user, study_id=pk))
-    messages.success(request, f"Study {study.pk} was sent for prediction again.")
+    study = study_get_for_user(user=request.user, study_id=pk)
+    try:
+        study_requeue(study=study)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, f"Study {study.pk} was sent for prediction again.")
     return redirect("studies:detail", pk=study.pk)
 
 

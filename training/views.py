@@ -3,6 +3,7 @@
 from typing import Any
 
 import markdown
+import nh3
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -28,13 +29,26 @@ HEADLINE_METRICS = {
 PER_CLASS_METRICS = ("support", "sensitivity", "specificity", "ppv", "npv", "auc")
 
 
+CARD_TAGS = {
+    *("h1", "h2", "h3", "h4", "p", "ul", "ol", "li", "blockquote", "code", "pre", "em", "strong", "a", "hr", "br"),
+    *("table", "thead", "tbody", "tr", "th", "td"),
+}
+
+
 def model_card_html(text: str) -> SafeString:
-    """The model card as HTML: Markdown tables and code blocks, with any raw HTML in it escaped."""
+    """The model card as HTML: Markdown tables and code blocks, any raw HTML in it escaped, and the result
+    through an allow-list sanitiser (nh3): known tags only, links only to http(s) (or relative) URLs."""
     renderer = markdown.Markdown(extensions=["tables", "fenced_code"])
     renderer.preprocessors.deregister("html_block")
     renderer.inlinePatterns.deregister("html")
-    # Safe: with the raw-HTML handlers removed, Markdown escapes any HTML in the text.
-    return mark_safe(renderer.convert(text))
+    html = nh3.clean(
+        renderer.convert(text),
+        tags=CARD_TAGS,
+        attributes={"a": {"href", "title"}, "th": {"align"}, "td": {"align"}, "code": {"class"}},
+        url_schemes={"http", "https"},
+        link_rel="noopener noreferrer nofollow",
+    )
+    return mark_safe(html)
 
 
 def metrics_summary(metrics: dict[str, Any]) -> dict[str, Any]:

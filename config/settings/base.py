@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -31,6 +32,8 @@ INSTALLED_APPS = [
     "knox",
     "axes",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "csp",
     "django_celery_beat",
     "accounts",
     "studies",
@@ -39,6 +42,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -47,6 +51,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Last: answers a login lockout (see "Sites, roles and accounts" below).
     "axes.middleware.AxesMiddleware",
 ]
@@ -107,10 +112,38 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "studies:list"
 LOGOUT_REDIRECT_URL = "login"
 
-# Uploads: the limit is checked by the API before anything is written.
+# Uploads: a body over the limit is refused from its Content-Length (config.middleware) before it is read.
 MAX_UPLOAD_BYTES = env.int("MAX_UPLOAD_BYTES", default=30 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+# Uploads stay in memory (never a temporary file): the original, with its identifiers, never reaches a disk.
+FILE_UPLOAD_MAX_MEMORY_SIZE = MAX_UPLOAD_BYTES + 1024 * 1024
+
+# ---- Privacy and hostile input (README "Privacy and hostile input") ----
+# What an image may declare, checked from its header before any pixel is decoded.
+IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", default=50_000_000)
+IMAGE_MAX_SIDE = env.int("IMAGE_MAX_SIDE", default=12_000)
+# A deflated DICOM may expand at most this many times.
+DICOM_MAX_DEFLATE_RATIO = env.int("DICOM_MAX_DEFLATE_RATIO", default=50)
+# Content-Security-Policy (django-csp): scripts and styles only from this server, none inline, no third party.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+# De-identification (studies/deidentify.py): DICOM UIDs and patient pseudonyms are an HMAC under this key. One key
+# per deployment, kept secret and kept: a new key gives the same patient a new pseudonym. Production requires it.
+DEIDENTIFICATION_KEY = env("DEIDENTIFICATION_KEY", default=f"embedded-deidentification:{SECRET_KEY}")
+# The browser rendition made once at upload; thumbnails and DICOM views are cut from it, never from the original.
+IMAGE_PREVIEW_MAX_SIDE = env.int("IMAGE_PREVIEW_MAX_SIDE", default=1600)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -135,6 +168,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The description of the API is public; every endpoint it describes still needs a login.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    # Swagger UI's assets from this server (drf-spectacular-sidecar): the CSP allows no third-party origin.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
 
 # --- Sites, roles and accounts (studies/sites.py; README "Sites, roles and accounts") ---

@@ -4,6 +4,7 @@ from config.settings.base import *  # noqa: F403
 from config.settings.base import env
 
 SECRET_KEY = env("SECRET_KEY")  # no default: a missing key fails at start
+DEIDENTIFICATION_KEY = env("DEIDENTIFICATION_KEY")  # no default: pseudonyms must not depend on the secret key
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")
 DATABASES = {"default": env.db("DATABASE_URL")}

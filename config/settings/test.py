@@ -25,6 +25,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {}
 MEDIA_ROOT = env("MEDIA_ROOT", default=tempfile.mkdtemp(prefix="cxr-test-media-"))
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SECRET_KEY = "test-only"
+DEIDENTIFICATION_KEY = "test-only-deidentification"
 DEBUG = False
 
 TRAINING = {

@@ -47,3 +47,16 @@ def test_a_labels_file_without_the_label_column_is_refused(tmp_path: Path):
     (tmp_path / "labels.csv").write_text("path,diagnosis\nx.jpg,covid\n")
     with pytest.raises(CommandError, match="lacks the column"):
         call_command("import_dataset", str(tmp_path))
+
+
+@pytest.mark.django_db
+def test_an_import_adds_nothing_for_images_stored_before_de_identification():
+    """Rows stored with the upload's own hash (before files were re-encoded) are still recognised."""
+    import hashlib
+
+    from tests.factories import StudyFactory
+
+    sample = settings.SAMPLES_DIR / "images" / "covid" / "hannover-00.jpg"
+    StudyFactory(sha256=hashlib.sha256(sample.read_bytes()).hexdigest())
+    call_command("import_dataset", str(settings.SAMPLES_DIR), "--sources", "hannover", "--limit", "1", verbosity=0)
+    assert Study.objects.count() == 1

@@ -6,6 +6,7 @@ import tempfile
 import zipfile
 from typing import IO
 
+from studies.services import patient_ref_export, study_file_deidentified
 from training.models import DatasetSnapshot
 
 EXPORT_COLUMNS = ["path", "label", "source", "patient", "view", "sex", "age"]
@@ -20,15 +21,16 @@ def snapshot_export_zip(*, snapshot: DatasetSnapshot) -> IO[bytes]:
     with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_STORED) as archive:
         for item in snapshot.items.select_related("study__patient").order_by("study_id"):
             study = item.study
-            suffix = study.image.name.rsplit(".", 1)[-1]
+            # Only de-identified files leave: stored ones are; older ones are de-identified on the way out.
+            data, suffix = study_file_deidentified(study=study)
             path = f"images/{item.label}/study-{study.pk}.{suffix}"
-            archive.write(study.image.path, path)
+            archive.writestr(path, data)
             writer.writerow(
                 {
                     "path": path,
                     "label": item.label,
                     "source": study.source,
-                    "patient": study.patient.ref,
+                    "patient": patient_ref_export(study=study),
                     "view": study.view,
                     "sex": "",
                     "age": "",

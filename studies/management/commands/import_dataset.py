@@ -60,7 +60,7 @@ class Command(BaseCommand):
             path = directory / row["path"]
             try:
                 with path.open("rb") as image:
-                    checked = image_check(file=image)
+                    checked = image_check(file=image, source=row.get("source", ""), patient_ref=row.get("patient", ""))
                 _, was_created = study_import(
                     checked=checked,
                     label=row["label"].strip(),

@@ -218,6 +218,8 @@ function initRun(el) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  // Widths set through the CSSOM: the Content-Security-Policy allows no inline style attribute.
+  for (const el of document.querySelectorAll("[data-width]")) el.style.width = `${el.dataset.width}%`;
   const upload = document.querySelector("[data-page=upload]");
   if (upload) initUpload(upload);
   const study = document.querySelector("[data-page=study]");

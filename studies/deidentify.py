@@ -1,0 +1,241 @@
+"""De-identification at the door: what is stored is rebuilt from the pixels and an allow-list, never the upload.
+
+DICOM: DICOM PS3.15 Annex E, Basic Application Level Confidentiality Profile, applied by construction with pydicom:
+a new dataset holds only the attributes the platform needs (ALLOWED below: the image pixel module, windowing, view),
+every UID in it is replaced by an HMAC of the original under a per-deployment key (the same study gives the same
+UIDs within a source), the patient is a pseudonym, PatientIdentityRemoved is YES and DeidentificationMethod and its
+code sequence (DCM 113100) say how. Every other attribute of the upload, private tags, the preamble and the file
+meta information are dropped, so none of the Annex E attributes (names, IDs, dates, addresses, institutions,
+physicians, accession numbers, free text) can survive. Pixels are written uncompressed (Explicit VR Little
+Endian) from the decoded array, so nothing can hide in an encapsulated stream either.
+
+PNG and JPEG: re-encoded from the decoded pixels only: no text chunks, no EXIF, no ICC profile, no comments.
+
+Free-text inputs: ``patient_ref`` must look like a pseudonym; ``notes`` that look like identifiers are refused.
+"""
+
+import hashlib
+import hmac
+import io
+import re
+import string
+from dataclasses import dataclass
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from PIL import Image
+
+DEIDENTIFICATION_METHOD = "PS3.15 Annex E Basic Profile, allow-list (cxr-platform)"  # LO: 64 chars at most
+BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
+# What the platform reads from a DICOM: the image pixel module, the modality and VOI LUT (windowing), and the view.
+ALLOWED = (
+    "SOPClassUID",
+    "Modality",
+    "ViewPosition",
+    "PatientOrientation",
+    "ImageLaterality",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "PresentationLUTShape",
+    "LossyImageCompression",
+    "BurnedInAnnotation",
+)
+# Sequences kept with only these attributes in each item (LUTExplanation, free text, is dropped).
+ALLOWED_SEQUENCES = {"VOILUTSequence": ("LUTDescriptor", "LUTData")}
+UID_ROOT = "2.25."  # UUID-derived UIDs (PS3.5 B.2): no organisation root needed
+PSEUDONYM_LETTERS = string.ascii_lowercase  # no digits: a pseudonym never looks like a date or a number
+
+PATIENT_REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+DATE_PATTERNS = (
+    re.compile(r"(?<!\d)(1[89]|20)\d\d[-/._ ]?(0[1-9]|1[0-2])[-/._ ]?(0[1-9]|[12]\d|3[01])(?!\d)"),
+    re.compile(r"(?<!\d)(0?[1-9]|[12]\d|3[01])[-/.](0?[1-9]|1[0-2])[-/.]((1[89]|20)?\d\d)(?!\d)"),
+    re.compile(
+        r"\b\d{1,2}\s*(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s*(1[89]|20)\d\d\b", re.IGNORECASE
+    ),
+)
+LONG_NUMBER = re.compile(r"\d{7,}")
+DICOM_NAME = re.compile(r"[A-Za-z]\^[A-Za-z]|[A-Za-z]+\^")
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+# What dicom_deidentify writes besides ALLOWED.
+_WRITTEN = {
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "PatientID",
+    "PatientName",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+}
+
+
+@dataclass(frozen=True)
+class Deidentified:
+    data: bytes
+    suffix: str
+    patient_ref: str = ""  # a pseudonym derived from the file's patient ID, when it has one
+    hold_reason: str = ""  # why a person must look at it before it is used
+
+
+def _digest(key: str, *parts: str) -> bytes:
+    return hmac.new(key.encode(), "\x1f".join(parts).encode(), hashlib.sha256).digest()
+
+
+def uid_pseudonym(*, key: str, namespace: str, uid: str) -> str:
+    """The same original UID gives the same replacement within a namespace (a source), and nothing else does."""
+    return UID_ROOT + str(int.from_bytes(_digest(key, "uid", namespace, uid)[:16], "big"))
+
+
+def patient_pseudonym(*, key: str, namespace: str, patient_id: str) -> str:
+    """A pseudonymous patient key for a DICOM patient ID: same patient and source, same pseudonym."""
+    digest = _digest(key, "patient", namespace, patient_id.strip())
+    return "dcm-" + "".join(PSEUDONYM_LETTERS[byte % 26] for byte in digest[:16])
+
+
+def patient_ref_check(ref: str) -> str:
+    """A patient_ref must be a pseudonym: no name, no date, no hospital number. ValidationError says why."""
+    ref = ref.strip()
+    if not ref:
+        return ref
+    problem = _identifier_in(ref)
+    if problem or not PATIENT_REF_PATTERN.match(ref):
+        raise ValidationError(
+            {
+                "patient_ref": (
+                    f"patient_ref must be a pseudonym ({problem or 'letters, digits and . _ : - only, no spaces'}). "
+                    "Use your site's study key, e.g. P-0042 or site:3f9a1c; never a name, date or hospital number."
+                )
+            }
+        )
+    return ref
+
+
+def notes_check(notes: str) -> str:
+    """Refuse notes that look like they carry an identifier; ValidationError says what was seen."""
+    problem = _identifier_in(notes)
+    if problem:
+        raise ValidationError(
+            {"notes": f"The notes look like they contain a patient identifier ({problem}); remove it and resend."}
+        )
+    return notes
+
+
+def _identifier_in(text: str) -> str:
+    if DICOM_NAME.search(text):
+        return "a name written as FAMILY^GIVEN"
+    if any(pattern.search(text) for pattern in DATE_PATTERNS):
+        return "a date"
+    if LONG_NUMBER.search(text):
+        return "a number of 7 or more digits, like a hospital or phone number"
+    if EMAIL.search(text):
+        return "an e-mail address"
+    return ""
+
+
+def dicom_deidentify(dataset, *, key: str, namespace: str, patient_ref: str = "") -> Deidentified:
+    """A new DICOM built from ``dataset`` (already checked and decoded) as the module docstring describes."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    original_patient = str(dataset.get("PatientID", "") or "").strip()
+    pseudonym = patient_ref or (
+        patient_pseudonym(key=key, namespace=namespace, patient_id=original_patient) if original_patient else ""
+    )
+    clean = Dataset()
+    for keyword in ALLOWED:
+        if keyword in dataset:
+            clean[keyword] = dataset[keyword]
+    for keyword, item_keywords in ALLOWED_SEQUENCES.items():
+        if keyword in dataset:
+            items = []
+            for item in dataset[keyword].value:
+                kept = Dataset()
+                for item_keyword in item_keywords:
+                    if item_keyword in item:
+                        kept[item_keyword] = item[item_keyword]
+                items.append(kept)
+            setattr(clean, keyword, Sequence(items))
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        original = str(dataset.get(keyword, "") or "") or pydicom.uid.generate_uid()
+        setattr(clean, keyword, uid_pseudonym(key=key, namespace=namespace, uid=original))
+    clean.SOPClassUID = str(dataset.get("SOPClassUID", "") or "1.2.840.10008.5.1.4.1.1.1.1")
+    clean.PatientID = pseudonym
+    clean.PatientName = pseudonym
+    clean.PatientIdentityRemoved = "YES"
+    clean.DeidentificationMethod = DEIDENTIFICATION_METHOD
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = BASIC_PROFILE_CODE
+    clean.DeidentificationMethodCodeSequence = Sequence([code])
+    pixels = np.ascontiguousarray(dataset.pixel_array)  # decoded once already by the upload check (cached)
+    clean.PixelData = pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()
+    clean["PixelData"].VR = "OW" if int(clean.BitsAllocated) > 8 else "OB"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = clean.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = clean.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    clean.file_meta = meta
+    clean.preamble = b"\0" * 128
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, clean, enforce_file_format=True)
+    hold = ""
+    if str(dataset.get("BurnedInAnnotation", "") or "").strip().upper() == "YES":
+        hold = (
+            "Held for a human decision: the DICOM header says BurnedInAnnotation=YES, so text (possibly a name or "
+            "date) may be burned into the pixels. A reviewer must check the image before it is predicted or used."
+        )
+    return Deidentified(data=buffer.getvalue(), suffix="dcm", patient_ref=pseudonym, hold_reason=hold)
+
+
+def pixels_reencode(image: Image.Image, *, source_format: str) -> Deidentified:
+    """A PNG or JPEG rebuilt from the decoded pixels alone: no text chunk, EXIF, ICC profile or comment survives."""
+    if image.mode == "P" or image.mode == "PA":
+        image = image.convert("RGBA" if "transparency" in image.info or image.mode == "PA" else "RGB")
+    clean = Image.frombytes(image.mode, image.size, image.tobytes())  # pixels only: ``info`` is not copied
+    buffer = io.BytesIO()
+    if source_format == "JPEG" and clean.mode in {"L", "RGB", "CMYK"}:
+        clean.save(buffer, format="JPEG", quality=95)
+        return Deidentified(data=buffer.getvalue(), suffix="jpg")
+    clean.save(buffer, format="PNG")
+    return Deidentified(data=buffer.getvalue(), suffix="png")
+
+
+def stored_file_is_deidentified(data: bytes) -> bool:
+    """Whether a stored file is one this module wrote (files stored before it existed are not)."""
+    import pydicom
+
+    from inference.preprocessing import is_dicom
+
+    if is_dicom(data):
+        try:
+            header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        except Exception:  # unreadable: treat as not de-identified, the export rewrites it or skips it
+            return False
+        return (
+            str(header.get("PatientIdentityRemoved", "")) == "YES"
+            and str(header.get("DeidentificationMethod", "")) == DEIDENTIFICATION_METHOD
+            and set(header.dir()) <= {*ALLOWED, *ALLOWED_SEQUENCES, *_WRITTEN}
+        )
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as image:
+            return not (set(image.info) - {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi"}) and not (
+                image.applist[1:] if hasattr(image, "applist") else []
+            )
+    except Exception:
+        return False

@@ -1,0 +1,249 @@
+"""De-identification at the door: no identifier of an upload reaches the media root, the database or an export."""
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from PIL import Image, PngImagePlugin
+
+from studies.deidentify import DEIDENTIFICATION_METHOD
+from studies.models import Patient, Review, Study
+from studies.services import study_release
+from tests.factories import StudyFactory, reviewer, site_named
+from tests.images import dicom_bytes, xray_array
+from training.models import DatasetSnapshot, SnapshotItem
+from training.services.exports import snapshot_export_zip
+
+URL = "/api/studies/"
+IDENTIFIERS = {
+    "PatientName": "DOE^JOHNATHAN",
+    "PatientID": "MRN-4711-QX",
+    "PatientBirthDate": "19570412",
+    "PatientAddress": "12 Elmwood Street, Springfield",
+    "InstitutionName": "Saint Exemplar Hospital",
+    "InstitutionAddress": "1 Hospital Road, Shelbyville",
+    "ReferringPhysicianName": "HOUSE^GREGORY",
+    "AccessionNumber": "ACC-99887766",
+    "OtherPatientIDs": "NHS-123-456-7890",
+    "StudyDescription": "CHEST PA for Johnathan Doe",
+    "OperatorsName": "TECH^TRACY",
+}
+ORIGINAL_UIDS = {
+    "StudyInstanceUID": "1.2.826.0.1.3680043.2.1125.777.1",
+    "SeriesInstanceUID": "1.2.826.0.1.3680043.2.1125.777.2",
+}
+
+
+def _identified_dicom(*, patient_id: str = IDENTIFIERS["PatientID"], seed: int = 0, **extra: str) -> bytes:
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes()))
+    for keyword, value in {**IDENTIFIERS, **ORIGINAL_UIDS, "PatientID": patient_id, **extra}.items():
+        setattr(dataset, keyword, value)
+    dataset.SOPInstanceUID = f"1.2.826.0.1.3680043.2.1125.777.3.{seed}"
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.StudyDate = "20240105"
+    dataset.add_new(0x00091010, "LO", "Private: Johnathan Doe ward 7")  # a private tag
+    pixels = np.tile(np.linspace(0, 4000, 96, dtype=np.uint16), (96, 1))
+    pixels[seed % 96, :] = 17
+    dataset.PixelData = pixels.tobytes()
+    dataset.preamble = b"Saint Exemplar Hospital".ljust(128, b"\0")
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _needles() -> list[bytes]:
+    words = ["DOE", "JOHNATHAN", "Johnathan", "MRN-4711", "19570412", "Elmwood", "Springfield", "Exemplar"]
+    words += ["Shelbyville", "HOUSE", "GREGORY", "99887766", "NHS-123", "TECH^TRACY", "20240105", "ward 7"]
+    return [word.encode() for word in words] + [uid.encode() for uid in ORIGINAL_UIDS.values()]
+
+
+def _found_in(data: bytes) -> list[bytes]:
+    return [needle for needle in _needles() if needle in data]
+
+
+def _media_bytes(media_root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in media_root.rglob("*") if p.is_file()}
+
+
+def _database_dump() -> bytes:
+    out = io.StringIO()
+    call_command("dumpdata", "studies", "training", stdout=out)
+    return out.getvalue().encode()
+
+
+def _upload(client, data: bytes, name: str = "x.dcm", **fields):
+    return client.post(URL, {"image": SimpleUploadedFile(name, data), **fields}, format="multipart")
+
+
+def _export(studies: list[Study]) -> dict[str, bytes]:
+    snapshot = DatasetSnapshot.objects.create(content_hash="x" * 64)
+    for study in studies:
+        SnapshotItem.objects.create(snapshot=snapshot, study=study, label="normal", split="train")
+    with zipfile.ZipFile(snapshot_export_zip(snapshot=snapshot)) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+@pytest.mark.django_db
+def test_dicom_identifiers_reach_neither_the_media_root_the_database_nor_an_export(
+    api_client, uploader_user, media_root
+):
+    api_client.force_authenticate(uploader_user)
+    response = _upload(api_client, _identified_dicom(), source="site-a", view="PA")
+    assert response.status_code == 201, response.content
+    assert _found_in(response.content) == []
+
+    study = Study.objects.get()
+    stored = pydicom.dcmread(study.image.path)
+    assert stored.PatientIdentityRemoved == "YES"
+    assert stored.DeidentificationMethod == DEIDENTIFICATION_METHOD
+    assert stored.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    assert stored.PatientID == study.patient.ref and study.patient.ref.startswith("dcm-")
+    assert stored.StudyInstanceUID.startswith("2.25.") and stored.StudyInstanceUID not in ORIGINAL_UIDS.values()
+    assert stored.preamble == b"\0" * 128
+    assert np.array_equal(stored.pixel_array, pydicom.dcmread(io.BytesIO(_identified_dicom())).pixel_array)
+
+    leaks = {path: _found_in(data) for path, data in _media_bytes(media_root).items()}
+    assert {path: found for path, found in leaks.items() if found} == {}
+    assert _found_in(_database_dump()) == []
+    exported = _export([study])
+    assert {name: _found_in(data) for name, data in exported.items() if _found_in(data)} == {}
+    assert exported[f"images/normal/study-{study.pk}.dcm"] == Path(study.image.path).read_bytes()  # as stored
+
+
+@pytest.mark.django_db
+def test_the_same_patient_gets_the_same_pseudonym_and_uids_within_a_source_and_others_elsewhere(
+    api_client, uploader_user
+):
+    api_client.force_authenticate(uploader_user)
+    first = _upload(api_client, _identified_dicom(seed=1), source="site-a").json()
+    second = _upload(api_client, _identified_dicom(seed=2), source="site-a").json()
+    elsewhere = _upload(api_client, _identified_dicom(seed=3), source="site-b").json()
+    other_patient = _upload(api_client, _identified_dicom(seed=4, patient_id="MRN-0815-ZZ"), source="site-a").json()
+
+    assert first["patient_ref"] == second["patient_ref"]
+    assert elsewhere["patient_ref"] != first["patient_ref"]
+    assert other_patient["patient_ref"] != first["patient_ref"]
+    assert Patient.objects.count() == 3
+    one, two = (pydicom.dcmread(Study.objects.get(pk=body["id"]).image.path) for body in (first, second))
+    assert one.StudyInstanceUID == two.StudyInstanceUID and one.SOPInstanceUID != two.SOPInstanceUID
+
+
+@pytest.mark.django_db
+def test_png_text_chunks_and_jpeg_exif_are_not_stored(api_client, uploader_user, media_root):
+    gray = Image.fromarray(xray_array(size=96))
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Patient", "DOE^JOHNATHAN 19570412")
+    info.add_text("Institution", "Saint Exemplar Hospital", zip=True)
+    info.add_itxt("Comment", "MRN-4711-QX")
+    png = io.BytesIO()
+    gray.save(png, format="PNG", pnginfo=info)
+    exif = Image.Exif()
+    exif[0x013B] = "HOUSE^GREGORY"  # Artist
+    exif[0x010E] = "Johnathan Doe, born 1957"  # ImageDescription
+    jpeg = io.BytesIO()
+    gray.convert("RGB").save(jpeg, format="JPEG", exif=exif, comment=b"Springfield ward 7")
+    assert _found_in(png.getvalue()) and _found_in(jpeg.getvalue())
+
+    api_client.force_authenticate(uploader_user)
+    assert _upload(api_client, png.getvalue(), name="x.png").status_code == 201
+    assert _upload(api_client, jpeg.getvalue(), name="x.jpg").status_code == 201
+
+    stored = {path: data for path, data in _media_bytes(media_root).items() if "/studies/" in path}
+    assert len(stored) == 2
+    assert {path: _found_in(data) for path, data in stored.items() if _found_in(data)} == {}
+    for data in stored.values():
+        with Image.open(io.BytesIO(data)) as image:
+            assert "exif" not in image.info and not any(key in image.info for key in ("Patient", "Comment"))
+
+
+@pytest.mark.django_db
+def test_a_dicom_with_burned_in_annotation_is_held_and_not_predicted_until_released(
+    api_client, uploader_user, django_capture_on_commit_callbacks
+):
+    api_client.force_authenticate(uploader_user)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = _upload(api_client, _identified_dicom(BurnedInAnnotation="YES"), source="site-a")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["status"] == "held" and "BurnedInAnnotation=YES" in body["error"]
+    assert callbacks == []  # not sent for prediction
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        study = study_release(study=Study.objects.get(pk=body["id"]))
+    assert study.status == Study.Status.QUEUED and len(callbacks) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "ref",
+    ["DOE^JOHN 1957-04-12", "DOE^JOHN", "John Doe", "P-1957-04-12", "19570412", "12/04/1957", "MRN12345678"],
+)
+def test_a_patient_ref_that_is_not_a_pseudonym_is_refused_with_400(api_client, uploader_user, media_root, ref):
+    from tests.images import png_bytes
+
+    api_client.force_authenticate(uploader_user)
+    response = _upload(api_client, png_bytes(), name="x.png", patient_ref=ref)
+    assert response.status_code == 400
+    assert "patient_ref must be a pseudonym" in response.json()["patient_ref"][0]
+    assert Study.objects.count() == 0 and Patient.objects.count() == 0 and _media_bytes(media_root) == {}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "notes",
+    ["Patient DOE^JOHN", "seen on 12.04.2023", "born 1957-04-12", "call 0151 2345678", "MRN 44556677", "x@hosp.org"],
+)
+def test_notes_that_look_like_identifiers_are_refused_with_400(api_client, uploader_user, notes):
+    from tests.images import png_bytes
+
+    api_client.force_authenticate(uploader_user)
+    response = _upload(api_client, png_bytes(), name="x.png", notes=notes)
+    assert response.status_code == 400
+    assert "look like they contain a patient identifier" in response.json()["notes"][0]
+    assert Study.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_pseudonyms_and_clinical_notes_are_accepted(api_client, uploader_user):
+    from tests.images import png_bytes
+
+    api_client.force_authenticate(uploader_user)
+    response = _upload(
+        api_client, png_bytes(), name="x.png", patient_ref="site-a:P-0042", notes="Left lower lobe opacity, 2 views."
+    )
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.django_db
+def test_an_export_de_identifies_a_file_stored_before_de_identification_existed(media_root):
+    legacy = StudyFactory(
+        image=ContentFile(_identified_dicom(), name="upload.dcm"),
+        patient=Patient.objects.create(ref="DOE^JOHNATHAN 19570412", site=site_named("site-a")),
+        source="site-a",
+    )
+    Review.objects.create(study=legacy, reviewer=reviewer(), label="normal")
+
+    exported = _export([legacy])
+
+    assert {name: _found_in(data) for name, data in exported.items() if _found_in(data)} == {}
+    image = next(data for name, data in exported.items() if name.endswith(".dcm"))
+    assert pydicom.dcmread(io.BytesIO(image)).PatientIdentityRemoved == "YES"
+
+
+@pytest.mark.django_db
+def test_a_held_study_cannot_be_sent_for_prediction_without_being_released(api_client, uploader_user):
+    from django.core.exceptions import ValidationError
+
+    from studies.services import study_requeue
+
+    api_client.force_authenticate(uploader_user)
+    study_id = _upload(api_client, _identified_dicom(BurnedInAnnotation="YES")).json()["id"]
+    with pytest.raises(ValidationError, match="held for a human decision"):
+        study_requeue(study=Study.objects.get(pk=study_id))
+    assert Study.objects.get(pk=study_id).status == Study.Status.HELD
