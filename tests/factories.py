@@ -96,6 +96,16 @@ class ReviewFactory(factory.django.DjangoModelFactory):
     reviewer = factory.LazyFunction(reviewer)
     label = "normal"
 
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        """Saved like review_submit saves it: in the study's current round, which then settles its label."""
+        from studies.services import study_reading_resolve
+
+        kwargs.setdefault("round", kwargs["study"].reading_round)
+        review = super()._create(model_class, *args, **kwargs)
+        study_reading_resolve(study=review.study)
+        return review
+
 
 def score_cases(version: ModelVersion, snapshot: DatasetSnapshot, *, correct: int, total: int = 30) -> None:
     """Store a version's answers on ``total`` test cases of a snapshot: the first ``correct`` right."""

@@ -19,8 +19,9 @@ from training.selectors import model_version_get_active
 from training.services import model_version_promote
 
 DEMO_USERS = {
-    "admin": {"is_staff": True, "is_superuser": True, "groups": ["reviewer"]},
+    "admin": {"is_staff": True, "is_superuser": True, "groups": ["reviewer", "adjudicator"]},
     "reviewer": {"groups": ["reviewer"]},
+    "adjudicator": {"groups": ["reviewer", "adjudicator"]},
     "uploader": {"groups": ["uploader"]},
 }
 
