@@ -1,6 +1,6 @@
 from rest_framework.permissions import BasePermission
 
-from studies.selectors import user_can_upload, user_is_reviewer
+from studies.selectors import user_can_upload, user_is_adjudicator, user_is_reviewer
 
 
 class IsReviewer(BasePermission):
@@ -15,3 +15,10 @@ class CanUpload(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return request.method != "POST" or user_can_upload(request.user)
+
+
+class IsAdjudicator(BasePermission):
+    message = "Only adjudicators (or staff) may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return user_is_adjudicator(request.user)

@@ -123,19 +123,180 @@ function initUpload(root) {
   refreshButton();
 }
 
+/* ---- Image viewer: zoom, pan, window/level, invert, heatmap opacity ---- */
+
+let viewerCount = 0;
+
+/* Window/level is an SVG component-transfer filter on the image (exact, GPU-drawn, no pixel loop):
+   out = (in - level) / width + 0.5 on the 0..1 display scale; inverted, 1 - out. */
+function wlFilter(id) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", "0");
+  svg.setAttribute("height", "0");
+  svg.style.position = "absolute";
+  const filter = document.createElementNS(ns, "filter");
+  filter.id = id;
+  filter.setAttribute("color-interpolation-filters", "sRGB");
+  const transfer = document.createElementNS(ns, "feComponentTransfer");
+  const funcs = ["feFuncR", "feFuncG", "feFuncB"].map((name) => {
+    const f = document.createElementNS(ns, name);
+    f.setAttribute("type", "linear");
+    transfer.append(f);
+    return f;
+  });
+  filter.append(transfer);
+  svg.append(filter);
+  document.body.append(svg);
+  return (width, level, invert) => {
+    let slope = 1 / width;
+    let intercept = 0.5 - level / width;
+    if (invert) { slope = -slope; intercept = 1 - intercept; }
+    for (const f of funcs) { f.setAttribute("slope", slope.toFixed(4)); f.setAttribute("intercept", intercept.toFixed(4)); }
+  };
+}
+
+function initViewer(root) {
+  const box = root.querySelector("[data-role=box]");
+  const stage = root.querySelector("[data-role=stage]");
+  const image = root.querySelector("[data-role=image]");
+  const heat = root.querySelector("[data-role=heatmap]");
+  const readout = root.querySelector("[data-role=readout]");
+  const preset = root.querySelector("[data-role=preset]");
+  const heatTools = root.querySelector("[data-role=heat-tools]");
+  const heatToggle = root.querySelector("[data-role=heat-toggle]");
+  const opacity = root.querySelector("[data-role=opacity]");
+  const invertButton = root.querySelector("[data-act=invert]");
+  const id = `xv-wl-${++viewerCount}`;
+  const applyWl = wlFilter(id);
+  image.style.filter = `url(#${id})`;
+  const state = { zoom: 1, x: 0, y: 0, width: 1, level: 0.5, invert: false };
+  let loadToken = 0;
+
+  function fit() {
+    // The stage keeps the image's aspect ratio and fits the box; zoom and pan transform it.
+    const w = image.naturalWidth || 1;
+    const h = image.naturalHeight || 1;
+    const scale = Math.min(box.clientWidth / w, box.clientHeight / h);
+    stage.style.width = `${w * scale}px`;
+    stage.style.height = `${h * scale}px`;
+  }
+
+  function draw() {
+    stage.style.transform = `translate(-50%, -50%) translate(${state.x}px, ${state.y}px) scale(${state.zoom})`;
+    applyWl(state.width, state.level, state.invert);
+    invertButton.setAttribute("aria-pressed", String(state.invert));
+    readout.textContent = `${Math.round(state.zoom * 100)}% · W ${Math.round(state.width * 255)} L ${Math.round(state.level * 255)}`;
+  }
+
+  function zoomBy(factor, cx = 0, cy = 0) {
+    const zoom = Math.min(16, Math.max(0.5, state.zoom * factor));
+    const k = zoom / state.zoom;
+    // Keep the point under the cursor (cx, cy from the box centre) where it is.
+    state.x = cx - (cx - state.x) * k;
+    state.y = cy - (cy - state.y) * k;
+    state.zoom = zoom;
+    draw();
+  }
+
+  function setPreset(value) {
+    const [width, level] = value.split(",").map(Number);
+    state.width = width;
+    state.level = level;
+    draw();
+  }
+
+  function reset() {
+    Object.assign(state, { zoom: 1, x: 0, y: 0, invert: false });
+    preset.value = preset.options[0].value;
+    setPreset(preset.value);
+  }
+
+  function invert() { state.invert = !state.invert; draw(); }
+
+  function showHeatmap(on) {
+    if (heatTools.hidden) return false;
+    heatToggle.checked = on;
+    heat.hidden = !on;
+    return true;
+  }
+
+  function toggleHeatmap() { return showHeatmap(heat.hidden); }
+
+  function setHeatmap(url) {
+    heatTools.hidden = !url;
+    if (url) { if (heat.getAttribute("src") !== url) heat.src = url; }
+    else { heat.removeAttribute("src"); heat.hidden = true; heatToggle.checked = false; }
+  }
+
+  /* A quick rendition first, then a large one (progressive), from the image endpoint's ?size=. */
+  function load(url) {
+    const token = ++loadToken;
+    root.dataset.loaded = "false";
+    image.onload = () => {
+      if (token !== loadToken) return;
+      fit();
+      root.dataset.loaded = "true";
+      if (!image.src.includes("size=2048")) {
+        const large = new Image();
+        large.onload = () => { if (token === loadToken) image.src = large.src; };
+        large.src = `${url}?size=2048`;
+      }
+    };
+    image.src = `${url}?size=768`;
+  }
+
+  /* Pointer: drag pans; right button or Shift drags window (x) and level (y). */
+  let drag = null;
+  box.addEventListener("contextmenu", (event) => event.preventDefault());
+  box.addEventListener("pointerdown", (event) => {
+    drag = { x: event.clientX, y: event.clientY, wl: event.button === 2 || event.shiftKey, start: { ...state } };
+    box.setPointerCapture(event.pointerId);
+  });
+  box.addEventListener("pointermove", (event) => {
+    if (!drag) return;
+    const dx = event.clientX - drag.x;
+    const dy = event.clientY - drag.y;
+    if (drag.wl) {
+      state.width = Math.min(2, Math.max(0.02, drag.start.width + dx / 400));
+      state.level = Math.min(1, Math.max(0, drag.start.level - dy / 400));
+    } else {
+      state.x = drag.start.x + dx;
+      state.y = drag.start.y + dy;
+    }
+    draw();
+  });
+  for (const type of ["pointerup", "pointercancel"]) box.addEventListener(type, () => { drag = null; });
+  box.addEventListener("wheel", (event) => {
+    event.preventDefault();
+    const rect = box.getBoundingClientRect();
+    zoomBy(event.deltaY < 0 ? 1.15 : 1 / 1.15, event.clientX - rect.left - rect.width / 2, event.clientY - rect.top - rect.height / 2);
+  }, { passive: false });
+
+  root.querySelector("[data-act=zoom-in]").addEventListener("click", () => zoomBy(1.25));
+  root.querySelector("[data-act=zoom-out]").addEventListener("click", () => zoomBy(1 / 1.25));
+  root.querySelector("[data-act=reset]").addEventListener("click", reset);
+  invertButton.addEventListener("click", invert);
+  preset.addEventListener("change", () => setPreset(preset.value));
+  heatToggle.addEventListener("change", () => showHeatmap(heatToggle.checked));
+  opacity.addEventListener("input", () => { heat.style.opacity = String(opacity.value / 100); });
+  heat.style.opacity = String(opacity.value / 100);
+  window.addEventListener("resize", fit);
+
+  const viewer = { load, setHeatmap, toggleHeatmap, showHeatmap, reset, invert, zoomBy };
+  reset();
+  if (root.dataset.imageUrl) load(root.dataset.imageUrl);
+  setHeatmap(root.dataset.heatmapUrl);
+  root.viewer = viewer;
+  return viewer;
+}
+
 /* ---- Study detail page ---- */
 
 function initStudy(root) {
   const labels = JSON.parse(document.getElementById("label-names").textContent);
   const badge = root.querySelector("[data-role=status]");
-  const heatmapToggle = root.querySelector("[data-role=heatmap-toggle]");
-  const image = root.querySelector("[data-role=image]");
-  const heatmap = root.querySelector("[data-role=heatmap]");
-
-  heatmapToggle.querySelector("input").addEventListener("change", (event) => {
-    heatmap.hidden = !event.target.checked;
-    image.hidden = event.target.checked;
-  });
+  const viewer = root.querySelector("[data-viewer]").viewer;
 
   function render(study) {
     badge.textContent = study.status.charAt(0).toUpperCase() + study.status.slice(1);
@@ -143,10 +304,7 @@ function initStudy(root) {
     const error = root.querySelector("[data-role=error]");
     error.hidden = study.status !== "failed";
     error.querySelector("span").textContent = study.error || "";
-    if (study.heatmap_url && !heatmap.getAttribute("src")) {
-      heatmap.src = study.heatmap_url;
-      heatmapToggle.hidden = false;
-    }
+    if (study.heatmap_url) viewer.setHeatmap(root.dataset.heatmapUrl);
     const prediction = study.prediction;
     if (!prediction) return;
     root.querySelector("[data-role=prediction]").hidden = false;
@@ -189,6 +347,187 @@ function initStudy(root) {
   if (root.dataset.status === "queued" || root.dataset.status === "processing") window.setTimeout(poll, POLL_MS);
 }
 
+/* ---- Keyboard reading: the queue, one study after another, without page loads ---- */
+
+function initReader(root) {
+  const labels = JSON.parse(document.getElementById("label-names").textContent);
+  const viewer = root.querySelector("[data-viewer]").viewer;
+  const $ = (role) => root.querySelector(`[data-role=${role}]`);
+  const url = (name, id) => root.dataset[name].replace(/\/0\//, `/${id}/`);
+  const keyLabels = { 1: "covid", 2: "normal", 3: "pneumonia" };
+  const reasons = [...root.querySelectorAll("[data-reason]")].map((el) => el.dataset.reason);
+  const buffer = [];
+  const seen = new Set(); // read, rejected, skipped or waiting in the buffer: never fetched again
+  let current = null;
+  let shownAt = 0;
+  let busy = false;
+  let done = 0;
+  let remaining = null;
+  let exhausted = false;
+
+  async function refill() {
+    if (exhausted || buffer.length >= 2) return;
+    const query = new URLSearchParams(root.dataset.queueUrl.split("?")[1] || "");
+    query.set("exclude", [...seen].join(","));
+    query.set("limit", "3");
+    const response = await fetch(`${root.dataset.queueUrl.split("?")[0]}?${query}`, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`The queue answered HTTP ${response.status}.`);
+    const body = await response.json();
+    remaining = body.count;
+    if (!body.results.length) exhausted = true;
+    for (const study of body.results) {
+      if (seen.has(study.id)) continue;
+      seen.add(study.id);
+      buffer.push(study);
+      new Image().src = `${url("imageUrl", study.id)}?size=768`; // prefetch: the next study appears at once
+    }
+  }
+
+  function renderCounts() {
+    $("count").textContent = `${done} read`;
+    $("remaining").textContent = remaining === null ? "" : `${Math.max(0, remaining - (current ? 1 : 0))} more waiting`;
+  }
+
+  function show(study) {
+    current = study;
+    $("reject").hidden = true;
+    $("error").hidden = true;
+    $("empty").hidden = !!study;
+    $("reading").hidden = !study;
+    renderCounts();
+    if (!study) { $("study-title").textContent = ""; return; }
+    $("study-title").innerHTML = "";
+    const link = document.createElement("a");
+    link.href = url("detailUrl", study.id);
+    link.textContent = `#${study.id}`;
+    $("study-title").append(link);
+    root.dataset.studyId = String(study.id);
+    viewer.reset();
+    viewer.load(url("imageUrl", study.id));
+    viewer.setHeatmap(study.heatmap_url ? url("heatmapUrl", study.id) : "");
+    viewer.showHeatmap(false);
+    const prediction = study.prediction;
+    $("blinded").hidden = !!prediction;
+    $("model").hidden = !prediction;
+    $("source").textContent = study.source || "—";
+    $("view").textContent = study.view || "—";
+    $("confirm-label").textContent = prediction ? labels[prediction.label] : "(blinded)";
+    root.querySelector("[data-key=Enter]").disabled = !prediction;
+    if (prediction) {
+      const label = $("label");
+      label.textContent = labels[prediction.label];
+      label.className = `label-${prediction.label}`;
+      $("confidence").textContent = `${(100 * prediction.confidence).toFixed(1)}%`;
+      const probs = $("probs");
+      probs.innerHTML = "";
+      for (const [value, name] of Object.entries(labels)) {
+        const p = prediction.probabilities[value] || 0;
+        const row = document.createElement("div");
+        row.className = "prob";
+        row.innerHTML = `<span></span><div class="bar${value === prediction.label ? " top" : ""}"><span></span></div><span class="num"></span>`;
+        row.children[0].textContent = name;
+        row.children[1].firstChild.style.width = `${(100 * p).toFixed(1)}%`;
+        row.children[2].textContent = `${(100 * p).toFixed(1)}%`;
+        probs.append(row);
+      }
+    }
+    shownAt = performance.now();
+  }
+
+  async function next() {
+    try {
+      if (!buffer.length) await refill();
+    } catch (error) {
+      fail(error.message);
+    }
+    show(buffer.shift() || null);
+    refill().catch(() => {}); // keep two ready behind the one shown
+  }
+
+  function fail(text) {
+    $("error").textContent = text;
+    $("error").hidden = false;
+  }
+
+  async function post(path, data) {
+    const response = await fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify(data),
+    });
+    if (response.ok) return true;
+    let body = null;
+    try { body = await response.json(); } catch { body = null; }
+    fail(errorText(response.status, body));
+    return false;
+  }
+
+  async function act(work) {
+    if (busy || !current) return;
+    busy = true;
+    root.dataset.busy = "true";
+    try {
+      if (await work()) await next();
+    } finally {
+      busy = false;
+      root.dataset.busy = "false";
+    }
+  }
+
+  function read(label) {
+    return act(async () => {
+      const ok = await post(url("reviewUrl", current.id), { label, reading_ms: Math.round(performance.now() - shownAt) });
+      if (ok) done += 1;
+      return ok;
+    });
+  }
+
+  function reject(reason) {
+    return act(async () => post(url("rejectUrl", current.id), { reason }));
+  }
+
+  function skip() { return act(async () => true); }
+
+  function onKey(key) {
+    if (!$("reject").hidden) {
+      if (key === "Escape") $("reject").hidden = true;
+      else if (reasons[Number(key) - 1]) reject(reasons[Number(key) - 1]);
+      return true;
+    }
+    if (key === "?") { $("help").hidden = !$("help").hidden; return true; }
+    if (key === "Escape") { $("help").hidden = true; return true; }
+    if (!current) return false;
+    if (keyLabels[key]) read(keyLabels[key]);
+    else if (key === "Enter") { if (current.prediction) read(current.prediction.label); }
+    else if (key === "s") skip();
+    else if (key === "r") $("reject").hidden = false;
+    else if (key === "h") viewer.toggleHeatmap();
+    else if (key === "+" || key === "=") viewer.zoomBy(1.25);
+    else if (key === "-") viewer.zoomBy(1 / 1.25);
+    else if (key === "0") viewer.reset();
+    else if (key === "i") viewer.invert();
+    else return false;
+    return true;
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest("input, textarea, select")) return;
+    if (onKey(event.key)) event.preventDefault();
+  });
+  for (const button of root.querySelectorAll("[data-key]")) {
+    button.addEventListener("click", () => { button.blur(); onKey(button.dataset.key); });
+  }
+  for (const button of root.querySelectorAll("[data-reason]")) {
+    button.addEventListener("click", () => reject(button.dataset.reason));
+  }
+  next();
+}
+
+/* ---- Dashboard ---- */
+
+function initDashboard(root) {}
+
 /* ---- Training runs (model list and run detail) ---- */
 
 function initRun(el) {
@@ -220,7 +559,12 @@ function initRun(el) {
 document.addEventListener("DOMContentLoaded", () => {
   const upload = document.querySelector("[data-page=upload]");
   if (upload) initUpload(upload);
+  for (const el of document.querySelectorAll("[data-viewer]")) initViewer(el);
   const study = document.querySelector("[data-page=study]");
   if (study) initStudy(study);
+  const reader = document.querySelector("[data-page=reader]");
+  if (reader) initReader(reader);
+  const dashboard = document.querySelector("[data-page=dashboard]");
+  if (dashboard) initDashboard(dashboard);
   for (const el of document.querySelectorAll("[data-run-api][data-run-live]")) initRun(el);
 });
