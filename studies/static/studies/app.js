@@ -364,6 +364,7 @@ function initReader(root) {
   let done = 0;
   let remaining = null;
   let exhausted = false;
+  root.dataset.busy = "false";
 
   async function refill() {
     if (exhausted || buffer.length >= 2) return;
