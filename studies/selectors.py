@@ -25,7 +25,11 @@ from studies.models import Prediction, Review, Study
 
 
 def user_is_reviewer(user: AbstractBaseUser) -> bool:
-    return bool(user.is_authenticated and (user.is_staff or user.groups.filter(name="reviewer").exists()))
+    """Reviewers read studies; adjudicators are reviewers too."""
+    return bool(
+        user.is_authenticated
+        and (user.is_staff or user.groups.filter(name__in=["reviewer", "adjudicator"]).exists())
+    )
 
 
 def user_is_adjudicator(user: AbstractBaseUser) -> bool:
