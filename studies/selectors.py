@@ -27,8 +27,7 @@ from studies.models import Prediction, Review, Study
 def user_is_reviewer(user: AbstractBaseUser) -> bool:
     """Reviewers read studies; adjudicators are reviewers too."""
     return bool(
-        user.is_authenticated
-        and (user.is_staff or user.groups.filter(name__in=["reviewer", "adjudicator"]).exists())
+        user.is_authenticated and (user.is_staff or user.groups.filter(name__in=["reviewer", "adjudicator"]).exists())
     )
 
 
