@@ -525,9 +525,186 @@ function initReader(root) {
   next();
 }
 
-/* ---- Dashboard ---- */
+/* ---- Dashboard: plain SVG charts drawn from GET /api/stats/ ---- */
 
-function initDashboard(root) {}
+const PALETTE = ["#1f6f8b", "#e08e0b", "#6a3e99", "#2f7d4f", "#b3261e", "#3b5ba5", "#8a6d3b", "#5f6c7a"];
+const LABEL_COLORS = { covid: "#b3261e", normal: "#2f7d4f", pneumonia: "#e08e0b" };
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgEl(name, attrs = {}, text = null) {
+  const el = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  if (text !== null) el.textContent = text;
+  return el;
+}
+
+function chartFrame(container, series, { max, format }) {
+  const width = 520;
+  const height = 220;
+  const pad = { left: 40, right: 10, top: 10, bottom: 42 };
+  const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
+  const plot = { x: pad.left, y: pad.top, w: width - pad.left - pad.right, h: height - pad.top - pad.bottom };
+  for (let i = 0; i <= 4; i += 1) {
+    const y = plot.y + plot.h - (plot.h * i) / 4;
+    svg.append(svgEl("line", { x1: plot.x, x2: plot.x + plot.w, y1: y, y2: y, class: "axis", "stroke-opacity": i ? 0.35 : 1 }));
+    svg.append(svgEl("text", { x: plot.x - 4, y: y + 4, "text-anchor": "end" }, format((max * i) / 4)));
+  }
+  container.innerHTML = "";
+  container.append(svg);
+  const legend = document.createElement("div");
+  legend.className = "legend";
+  for (const s of series) {
+    const item = document.createElement("span");
+    const swatch = document.createElement("i");
+    swatch.style.background = s.color;
+    item.append(swatch, s.name);
+    legend.append(item);
+  }
+  if (series.length > 1) container.append(legend);
+  return { svg, plot };
+}
+
+function xLabel(svg, plot, x, text, count) {
+  const label = count > 12 ? text.slice(5) : text;
+  svg.append(svgEl("text", { x, y: plot.y + plot.h + 14, "text-anchor": count > 8 ? "end" : "middle",
+    transform: count > 8 ? `rotate(-35 ${x} ${plot.y + plot.h + 14})` : "" }, label));
+}
+
+function emptyChart(container, text) {
+  container.innerHTML = "";
+  const p = document.createElement("p");
+  p.className = "muted";
+  p.textContent = text;
+  container.append(p);
+}
+
+/* Bars: labels along x, one bar per series (grouped) or stacked. */
+function barChart(container, { labels, series, stacked = false, max = null, format = (v) => String(Math.round(v)) }) {
+  if (!labels.length) return emptyChart(container, "No data yet.");
+  const totals = labels.map((_, i) => (stacked ? series.reduce((sum, s) => sum + (s.values[i] || 0), 0)
+    : Math.max(...series.map((s) => s.values[i] || 0))));
+  const top = max ?? Math.max(1, ...totals);
+  const { svg, plot } = chartFrame(container, series, { max: top, format });
+  const slot = plot.w / labels.length;
+  const barW = Math.min(48, (slot * 0.75) / (stacked ? 1 : series.length));
+  labels.forEach((label, i) => {
+    const x0 = plot.x + slot * i + (slot - barW * (stacked ? 1 : series.length)) / 2;
+    let base = 0;
+    series.forEach((s, k) => {
+      const value = s.values[i] || 0;
+      const h = (plot.h * Math.max(0, value)) / top;
+      const x = stacked ? x0 : x0 + k * barW;
+      const y = plot.y + plot.h - h - (stacked ? (plot.h * base) / top : 0);
+      const rect = svgEl("rect", { x, y, width: Math.max(1, barW - 2), height: h, fill: s.color, rx: 2 });
+      rect.append(svgEl("title", {}, `${label} · ${s.name}: ${format(value)}`));
+      svg.append(rect);
+      if (stacked) base += Math.max(0, value);
+    });
+    xLabel(svg, plot, plot.x + slot * i + slot / 2, label, labels.length);
+  });
+}
+
+/* Lines: labels along x, one line per series; null values leave gaps. */
+function lineChart(container, { labels, series, max = 1, min = 0, format = (v) => v.toFixed(2) }) {
+  if (!labels.length) return emptyChart(container, "No data yet.");
+  const { svg, plot } = chartFrame(container, series, { max, format: (v) => format(min + (v / max) * (max - min)) });
+  const step = labels.length > 1 ? plot.w / (labels.length - 1) : 0;
+  const xAt = (i) => plot.x + (labels.length > 1 ? step * i : plot.w / 2);
+  const yAt = (v) => plot.y + plot.h - (plot.h * (v - min)) / (max - min);
+  labels.forEach((label, i) => xLabel(svg, plot, xAt(i), label, labels.length));
+  for (const s of series) {
+    let path = "";
+    s.values.forEach((v, i) => {
+      if (v === null || v === undefined) return;
+      path += `${path && s.values[i - 1] !== null && s.values[i - 1] !== undefined ? "L" : "M"}${xAt(i)},${yAt(v)}`;
+      const dot = svgEl("circle", { cx: xAt(i), cy: yAt(v), r: 3.5, fill: s.color });
+      dot.append(svgEl("title", {}, `${labels[i]} · ${s.name}: ${format(v)}`));
+      svg.append(dot);
+    });
+    svg.insertBefore(svgEl("path", { d: path, fill: "none", stroke: s.color, "stroke-width": 2 }), svg.firstChild.nextSibling);
+  }
+}
+
+function kappaText(value) { return value === null || value === undefined ? "—" : value.toFixed(2); }
+
+function initDashboard(root) {
+  const chart = (name) => root.querySelector(`[data-chart=${name}]`);
+
+  function render(stats) {
+    const sources = [...new Set(stats.studies_per_day.map((row) => row.source))].sort();
+    const days = [...new Set(stats.studies_per_day.map((row) => row.date))].sort();
+    barChart(chart("per-day"), {
+      labels: days,
+      stacked: true,
+      series: sources.map((source, k) => ({
+        name: source, color: PALETTE[k % PALETTE.length],
+        values: days.map((day) => (stats.studies_per_day.find((r) => r.date === day && r.source === source) || {}).count || 0),
+      })),
+    });
+    const backlog = stats.backlog;
+    const backlogNames = { queued: "Awaiting model", unread: "Unread", reading: "More reads needed", disagreement: "To adjudicate", failed: "Failed" };
+    barChart(chart("backlog"), {
+      labels: Object.values(backlogNames),
+      series: [{ name: "Studies", color: PALETTE[0], values: Object.keys(backlogNames).map((key) => backlog[key] || 0) }],
+    });
+    const labelSources = Object.keys(stats.labels_by_source).sort();
+    barChart(chart("labels"), {
+      labels: labelSources,
+      stacked: true,
+      series: Object.keys(LABEL_COLORS).map((label) => ({
+        name: label, color: LABEL_COLORS[label], values: labelSources.map((s) => stats.labels_by_source[s][label] || 0),
+      })),
+    });
+    const versions = stats.models.filter((v) => Object.keys(v.per_source).length);
+    const modelSources = [...new Set(versions.flatMap((v) => Object.keys(v.per_source)))].sort();
+    lineChart(chart("models"), {
+      labels: versions.map((v) => (v.active ? `${v.version} (active)` : v.version)),
+      series: modelSources.map((source, k) => ({
+        name: `${source} accuracy`, color: PALETTE[k % PALETTE.length],
+        values: versions.map((v) => (v.per_source[source] ? v.per_source[source].accuracy : null)),
+      })),
+    });
+    const agreement = stats.agreement;
+    barChart(chart("readers"), {
+      labels: agreement.per_reader.map((r) => r.reader),
+      max: 1,
+      format: (v) => v.toFixed(2),
+      series: [
+        { name: "κ vs final label", color: PALETTE[0], values: agreement.per_reader.map((r) => r.vs_final.kappa) },
+        { name: "κ vs model", color: PALETTE[1], values: agreement.per_reader.map((r) => r.vs_model.kappa) },
+      ],
+    });
+    const fleissSources = Object.keys(agreement.by_source).filter((s) => agreement.by_source[s].fleiss.n);
+    barChart(chart("fleiss"), {
+      labels: fleissSources,
+      max: 1,
+      format: (v) => v.toFixed(2),
+      series: [{ name: "Fleiss' κ", color: PALETTE[2], values: fleissSources.map((s) => agreement.by_source[s].fleiss.kappa) }],
+    });
+    lineChart(chart("over-time"), {
+      labels: agreement.by_week.map((w) => w.week),
+      min: -1,
+      max: 1,
+      series: [{ name: "Fleiss' κ", color: PALETTE[2], values: agreement.by_week.map((w) => w.fleiss) }],
+    });
+    root.dataset.loaded = "true";
+    const table = root.querySelector("[data-table=pairs]");
+    if (!agreement.pairs.length) { emptyChart(table, "No study has two readers yet."); return; }
+    const rows = agreement.pairs.map((p) => `<tr><td></td><td class="num"></td><td class="num"></td></tr>`).join("");
+    table.innerHTML = `<table class="data"><thead><tr><th>Readers</th><th>Studies</th><th>Cohen's κ</th></tr></thead><tbody>${rows}</tbody></table>`;
+    table.querySelectorAll("tbody tr").forEach((tr, i) => {
+      const pair = agreement.pairs[i];
+      tr.children[0].textContent = pair.readers.join(" · ");
+      tr.children[1].textContent = String(pair.n);
+      tr.children[2].textContent = kappaText(pair.kappa);
+    });
+  }
+
+  fetch(root.dataset.statsUrl, { headers: { Accept: "application/json" } })
+    .then((response) => (response.ok ? response.json() : Promise.reject(new Error(`HTTP ${response.status}`))))
+    .then(render)
+    .catch((error) => emptyChart(chart("per-day"), `The figures could not be loaded (${error.message}).`));
+}
 
 /* ---- Training runs (model list and run detail) ---- */
 
