@@ -541,7 +541,7 @@ function svgEl(name, attrs = {}, text = null) {
 function chartFrame(container, series, { max, format }) {
   const width = 520;
   const height = 220;
-  const pad = { left: 40, right: 10, top: 10, bottom: 42 };
+  const pad = { left: 40, right: 24, top: 10, bottom: 46 };
   const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
   const plot = { x: pad.left, y: pad.top, w: width - pad.left - pad.right, h: height - pad.top - pad.bottom };
   for (let i = 0; i <= 4; i += 1) {
@@ -564,10 +564,11 @@ function chartFrame(container, series, { max, format }) {
   return { svg, plot };
 }
 
-function xLabel(svg, plot, x, text, count) {
-  const label = count > 12 ? text.slice(5) : text;
-  svg.append(svgEl("text", { x, y: plot.y + plot.h + 14, "text-anchor": count > 8 ? "end" : "middle",
-    transform: count > 8 ? `rotate(-35 ${x} ${plot.y + plot.h + 14})` : "" }, label));
+function xLabel(svg, plot, x, text, count, anchor = "middle") {
+  const y = plot.y + plot.h + 14;
+  const tilted = count > 6;
+  svg.append(svgEl("text", { x, y, "text-anchor": tilted ? "end" : anchor,
+    transform: tilted ? `rotate(-30 ${x} ${y})` : "" }, text));
 }
 
 function emptyChart(container, text) {
@@ -583,7 +584,7 @@ function barChart(container, { labels, series, stacked = false, max = null, form
   if (!labels.length) return emptyChart(container, "No data yet.");
   const totals = labels.map((_, i) => (stacked ? series.reduce((sum, s) => sum + (s.values[i] || 0), 0)
     : Math.max(...series.map((s) => s.values[i] || 0))));
-  const top = max ?? Math.max(1, ...totals);
+  const top = max ?? 4 * Math.ceil(Math.max(1, ...totals) / 4); // whole numbers on the 4 gridlines
   const { svg, plot } = chartFrame(container, series, { max: top, format });
   const slot = plot.w / labels.length;
   const barW = Math.min(48, (slot * 0.75) / (stacked ? 1 : series.length));
@@ -611,7 +612,8 @@ function lineChart(container, { labels, series, max = 1, min = 0, format = (v) =
   const step = labels.length > 1 ? plot.w / (labels.length - 1) : 0;
   const xAt = (i) => plot.x + (labels.length > 1 ? step * i : plot.w / 2);
   const yAt = (v) => plot.y + plot.h - (plot.h * (v - min)) / (max - min);
-  labels.forEach((label, i) => xLabel(svg, plot, xAt(i), label, labels.length));
+  const anchor = (i) => (labels.length === 1 ? "middle" : i === 0 ? "start" : i === labels.length - 1 ? "end" : "middle");
+  labels.forEach((label, i) => xLabel(svg, plot, xAt(i), label, labels.length, anchor(i)));
   for (const s of series) {
     let path = "";
     s.values.forEach((v, i) => {
