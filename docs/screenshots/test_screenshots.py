@@ -58,7 +58,7 @@ def _demo_data() -> list[Study]:
     )
     assert old
     studies = []
-    for i, row in enumerate(rows):
+    for row in rows:
         data = (django_settings.SAMPLES_DIR / row["path"]).read_bytes()
         gray = load_grayscale(data)
         study = Study.objects.create(
