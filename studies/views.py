@@ -1,5 +1,7 @@
 """Server-rendered pages for studies. Writes go through services; the browser's live parts use the API."""
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
@@ -201,15 +203,15 @@ def adjudication_queue_view(request: HttpRequest) -> HttpResponse:
     return render(request, "studies/adjudication_queue.html", {"page": _add_label_names(page), "query": ""})
 
 
-def _form_action(request: HttpRequest, pk: int, action) -> HttpResponse:
-    """Run one service from a study page's form; its ValidationError becomes a message."""
+def _form_action(request: HttpRequest, pk: int, action: Callable[[Study], object], success: str) -> HttpResponse:
+    """Run one service from a study page's form; its ValidationError becomes an error message."""
     study = study_get_for_user(user=request.user, study_id=pk)
     try:
-        text = action(study)
+        action(study)
     except ValidationError as error:
         _error_messages(request, error)
     else:
-        messages.success(request, text)
+        messages.success(request, success)
     return redirect("studies:detail", pk=pk)
 
 
@@ -217,18 +219,12 @@ def _form_action(request: HttpRequest, pk: int, action) -> HttpResponse:
 @require_POST
 def study_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_reviewer(request.user)
+    reason, comment = request.POST.get("reason", ""), request.POST.get("comment", "")
     return _form_action(
         request,
         pk,
-        lambda study: (
-            study_reject(
-                study=study,
-                reviewer=request.user,
-                reason=request.POST.get("reason", ""),
-                comment=request.POST.get("comment", ""),
-            )
-            and f"Study {pk} rejected: it will not enter any dataset."
-        ),
+        lambda study: study_reject(study=study, reviewer=request.user, reason=reason, comment=comment),
+        f"Study {pk} rejected: it will not enter any dataset.",
     )
 
 
@@ -237,27 +233,19 @@ def study_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
 def study_send_back_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_reviewer(request.user)
     return _form_action(
-        request,
-        pk,
-        lambda study: study_send_back(study=study, user=request.user) and f"Study {pk} sent back for reading.",
+        request, pk, lambda study: study_send_back(study=study, user=request.user), f"Study {pk} sent back for reading."
     )
 
 
 @login_required
 @require_POST
 def study_adjudicate_view(request: HttpRequest, pk: int) -> HttpResponse:
+    label, reason = request.POST.get("label", ""), request.POST.get("reason", "")
     return _form_action(
         request,
         pk,
-        lambda study: (
-            review_adjudicate(
-                study=study,
-                adjudicator=request.user,
-                label=request.POST.get("label", ""),
-                reason=request.POST.get("reason", ""),
-            )
-            and f"Study {pk} adjudicated."
-        ),
+        lambda study: review_adjudicate(study=study, adjudicator=request.user, label=label, reason=reason),
+        f"Study {pk} adjudicated.",
     )
 
 
@@ -270,10 +258,8 @@ def study_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _form_action(
         request,
         pk,
-        lambda study: (
-            study_assign(study=study, reviewer_username=username or None)
-            and (f"Study {pk} assigned to {username}." if username else f"Study {pk} is in every reviewer's queue.")
-        ),
+        lambda study: study_assign(study=study, reviewer_username=username or None),
+        f"Study {pk} assigned to {username}." if username else f"Study {pk} is in every reviewer's queue.",
     )
 
 
