@@ -246,14 +246,24 @@ function initViewer(root) {
     image.src = `${url}?size=768`;
   }
 
-  /* Pointer: drag pans; right button or Shift drags window (x) and level (y). */
+  /* Pointer: drag pans; right button or Shift drags window (x) and level (y); two fingers pinch-zoom. */
   let drag = null;
+  const pointers = new Map();
+  let pinch = null;
+  const spread = () => {
+    const [a, b] = [...pointers.values()];
+    return Math.hypot(a.x - b.x, a.y - b.y) || 1;
+  };
   box.addEventListener("contextmenu", (event) => event.preventDefault());
   box.addEventListener("pointerdown", (event) => {
-    drag = { x: event.clientX, y: event.clientY, wl: event.button === 2 || event.shiftKey, start: { ...state } };
+    pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
     box.setPointerCapture(event.pointerId);
+    if (pointers.size === 2) { drag = null; pinch = { distance: spread(), zoom: state.zoom }; return; }
+    drag = { x: event.clientX, y: event.clientY, wl: event.button === 2 || event.shiftKey, start: { ...state } };
   });
   box.addEventListener("pointermove", (event) => {
+    if (pointers.has(event.pointerId)) pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+    if (pinch && pointers.size === 2) { zoomBy((pinch.zoom * spread()) / pinch.distance / state.zoom); return; }
     if (!drag) return;
     const dx = event.clientX - drag.x;
     const dy = event.clientY - drag.y;
@@ -266,7 +276,13 @@ function initViewer(root) {
     }
     draw();
   });
-  for (const type of ["pointerup", "pointercancel"]) box.addEventListener(type, () => { drag = null; });
+  for (const type of ["pointerup", "pointercancel"]) {
+    box.addEventListener(type, (event) => {
+      pointers.delete(event.pointerId);
+      if (pointers.size < 2) pinch = null;
+      drag = null;
+    });
+  }
   box.addEventListener("wheel", (event) => {
     event.preventDefault();
     const rect = box.getBoundingClientRect();
