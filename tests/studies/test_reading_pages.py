@@ -68,3 +68,16 @@ def test_a_reader_does_not_see_earlier_reads_on_the_study_page_until_they_read(c
 def test_dashboard_page_renders_for_any_user(client):
     client.force_login(uploader())
     assert client.get(reverse("studies:dashboard")).status_code == 200
+
+
+def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(client, settings):
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    study = PredictionFactory(study__source="blind", label="covid").study
+    reader = reviewer()
+    client.force_login(reader)
+
+    html = client.get(reverse("studies:detail", args=[study.pk])).content.decode()
+    client.post(reverse("studies:review", args=[study.pk]), {"label": "normal"})
+
+    assert "Hidden: blinded reading" in html and "Confirm COVID-19" not in html and "70.0%" not in html
+    assert Study.objects.get(pk=study.pk).label_final == "normal"
