@@ -166,6 +166,8 @@ def review_queue_view(request: HttpRequest) -> HttpResponse:
     _require_reviewer(request.user)
     filters = _queue_filters(request)
     page = Paginator(review_queue_list(user=request.user, **filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    for study in page.object_list:  # nobody in this queue has read these yet
+        study.model_hidden = study_blinding(user=request.user, study=study)[1]
     query = request.GET.copy()
     query.pop("page", None)
     context = {

@@ -81,3 +81,13 @@ def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(cli
 
     assert "Hidden: blinded reading" in html and "Confirm COVID-19" not in html and "70.0%" not in html
     assert Study.objects.get(pk=study.pk).label_final == "normal"
+
+
+def test_queue_page_hides_the_model_on_blinded_sources(client, settings):
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    PredictionFactory(study__source="blind", label="pneumonia")
+    client.force_login(reviewer())
+
+    html = client.get(reverse("studies:queue")).content.decode()
+
+    assert "blinded" in html and "Other pneumonia</span>" not in html
