@@ -14,11 +14,30 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studies.agreement import agreement_stats, dashboard_stats
 from studies.deidentify import notes_check, patient_ref_check
-from studies.models import Label, Study
-from studies.permissions import CanUpload, HasRole, IsReviewer
-from studies.selectors import study_get_for_user, study_image_for_browser, study_latest_prediction, study_list
-from studies.services import image_check, review_submit, study_create
+from studies.models import Label, RejectReason, Study
+from studies.permissions import CanUpload, HasRole, IsAdjudicator, IsReviewer
+from studies.selectors import (
+    QUEUE_ORDERS,
+    adjudication_queue_list,
+    review_queue_list,
+    study_blinding,
+    study_get_for_user,
+    study_image_for_browser,
+    study_latest_prediction,
+    study_list,
+    study_reads_required,
+)
+from studies.services import (
+    image_check,
+    review_adjudicate,
+    review_submit,
+    study_assign,
+    study_create,
+    study_reject,
+    study_send_back,
+)
 from studies.sites import site_for_upload, site_slug_for_upload
 
 
@@ -36,6 +55,9 @@ class ReviewOutputSerializer(serializers.Serializer):
     reviewer = serializers.CharField(source="reviewer.username")
     label = serializers.CharField()
     comment = serializers.CharField()
+    kind = serializers.CharField(help_text="read, or adjudication (the final word over disagreeing readers).")
+    round = serializers.IntegerField()
+    reading_ms = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()
 
 
@@ -54,8 +76,36 @@ class StudyOutputSerializer(serializers.Serializer):
     width = serializers.IntegerField()
     height = serializers.IntegerField()
     prediction = serializers.SerializerMethodField()
-    reviews = ReviewOutputSerializer(many=True)
-    final_label = serializers.CharField(allow_null=True)
+    reviews = serializers.SerializerMethodField()
+    final_label = serializers.SerializerMethodField()
+    reading_state = serializers.CharField()
+    label_rule = serializers.CharField()
+    reads_required = serializers.SerializerMethodField()
+    rejection_reason = serializers.CharField()
+    rejection_comment = serializers.CharField()
+    assigned_to = serializers.CharField(source="assigned_to.username", default=None)
+    blinded = serializers.SerializerMethodField()
+
+    def _blinding(self, study: Study) -> tuple[bool, bool]:
+        """Readers see neither others' labels nor (on a blinded source) the model until they have read."""
+        request = self.context.get("request")
+        return study_blinding(user=request.user, study=study) if request else (False, False)
+
+    @extend_schema_field(ReviewOutputSerializer(many=True))
+    def get_reviews(self, study: Study) -> list[dict]:
+        return [] if self._blinding(study)[0] else ReviewOutputSerializer(study.reviews.all(), many=True).data
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_final_label(self, study: Study) -> str | None:
+        return None if self._blinding(study)[0] else study.final_label
+
+    def get_reads_required(self, study: Study) -> int:
+        return study_reads_required(source=study.source)
+
+    @extend_schema_field(serializers.DictField(child=serializers.BooleanField()))
+    def get_blinded(self, study: Study) -> dict:
+        reads, model = self._blinding(study)
+        return {"reads": reads, "model": model}
 
     def _url(self, name: str, study: Study) -> str:
         path = reverse(name, kwargs={"pk": study.pk})
@@ -67,12 +117,12 @@ class StudyOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_heatmap_url(self, study: Study) -> str | None:
-        prediction = study_latest_prediction(study)
+        prediction = None if self._blinding(study)[1] else study_latest_prediction(study)
         return self._url("api:study-heatmap", study) if prediction and prediction.heatmap else None
 
     @extend_schema_field(PredictionOutputSerializer(allow_null=True))
     def get_prediction(self, study: Study) -> dict | None:
-        prediction = study_latest_prediction(study)
+        prediction = None if self._blinding(study)[1] else study_latest_prediction(study)
         return PredictionOutputSerializer(prediction).data if prediction else None
 
 
@@ -227,18 +277,21 @@ class StudyImageApi(APIView):
 
 
 class StudyHeatmapApi(APIView):
-    """The Grad-CAM overlay of the latest prediction."""
+    """The Grad-CAM overlay of the latest prediction (not to a reader blinded to the model)."""
 
     @extend_schema(responses={(200, "image/jpeg"): bytes})
     def get(self, request: Request, pk: int) -> FileResponse:
-        prediction = study_latest_prediction(study_get_for_user(user=request.user, study_id=pk))
+        study = study_get_for_user(user=request.user, study_id=pk)
+        prediction = None if study_blinding(user=request.user, study=study)[1] else study_latest_prediction(study)
         if prediction is None or not prediction.heatmap:
             raise Http404("This study has no heatmap.")
         return FileResponse(prediction.heatmap.open("rb"))
 
 
 class ReviewCreateApi(APIView):
-    """A reviewer confirms or corrects the prediction; the latest review is the study's label."""
+    """A reader confirms or corrects the prediction. The study's final label follows its rule
+    (``label_rule``): with one read required the latest read, with more the unanimous readers, else
+    an adjudicator's label."""
 
     permission_classes = [HasRole, IsReviewer]
 
@@ -248,6 +301,9 @@ class ReviewCreateApi(APIView):
 
         label = serializers.ChoiceField(choices=Label.choices)
         comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        reading_ms = serializers.IntegerField(
+            required=False, min_value=0, max_value=24 * 3600 * 1000, help_text="Time spent reading, in ms."
+        )
 
     @extend_schema(request=InputSerializer, responses={201: ReviewOutputSerializer})
     def post(self, request: Request, pk: int) -> Response:
@@ -256,3 +312,174 @@ class ReviewCreateApi(APIView):
         study = study_get_for_user(user=request.user, study_id=pk)
         review = review_submit(study=study, reviewer=request.user, **serializer.validated_data)
         return Response(ReviewOutputSerializer(review).data, status=status.HTTP_201_CREATED)
+
+
+def _study_response(request: Request, study: Study, code: int = status.HTTP_200_OK) -> Response:
+    study = study_get_for_user(user=request.user, study_id=study.pk)
+    return Response(StudyOutputSerializer(study, context={"request": request}).data, status=code)
+
+
+class StudyRejectApi(APIView):
+    """Reject a study with a reason: it leaves reading and never enters a dataset."""
+
+    permission_classes = [IsReviewer]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "StudyRejectInput"
+
+        reason = serializers.ChoiceField(choices=RejectReason.choices)
+        comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+
+    @extend_schema(request=InputSerializer, responses=StudyOutputSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        study = study_get_for_user(user=request.user, study_id=pk)
+        return _study_response(request, study_reject(study=study, reviewer=request.user, **serializer.validated_data))
+
+
+class StudySendBackApi(APIView):
+    """Send a study back for reading: a new round starts, earlier reads stay in its history."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema(request=None, responses=StudyOutputSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        study = study_get_for_user(user=request.user, study_id=pk)
+        return _study_response(request, study_send_back(study=study, user=request.user))
+
+
+class StudyAssignApi(APIView):
+    """Put a study in one reviewer's queue; ``reviewer: null`` gives it back to every reviewer."""
+
+    permission_classes = [IsAdjudicator]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "StudyAssignInput"
+
+        reviewer = serializers.CharField(allow_null=True, allow_blank=True, help_text="A reviewer's username.")
+
+    @extend_schema(request=InputSerializer, responses=StudyOutputSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        study = study_get_for_user(user=request.user, study_id=pk)
+        return _study_response(
+            request, study_assign(study=study, reviewer_username=serializer.validated_data["reviewer"] or None)
+        )
+
+
+class StudyAdjudicateApi(APIView):
+    """An adjudicator sets the final label of a study whose readers disagree, with a reason."""
+
+    permission_classes = [IsAdjudicator]
+
+    class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "StudyAdjudicateInput"
+
+        label = serializers.ChoiceField(choices=Label.choices)
+        reason = serializers.CharField(max_length=5000)
+
+    @extend_schema(request=InputSerializer, responses={201: ReviewOutputSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        study = study_get_for_user(user=request.user, study_id=pk)
+        review = review_adjudicate(study=study, adjudicator=request.user, **serializer.validated_data)
+        return Response(ReviewOutputSerializer(review).data, status=status.HTTP_201_CREATED)
+
+
+class ReviewQueueApi(APIView):
+    """The studies waiting for you, in reading order: the reading page fetches the next few from here."""
+
+    permission_classes = [IsReviewer]
+
+    class FilterSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ReviewQueueFilter"
+
+        source = serializers.CharField(required=False, allow_blank=True)
+        predicted_label = serializers.ChoiceField(choices=Label.choices, required=False, allow_blank=True)
+        uploaded_from = serializers.DateField(required=False, allow_null=True)
+        uploaded_to = serializers.DateField(required=False, allow_null=True)
+        mine = serializers.BooleanField(required=False, default=False, help_text="Only studies assigned to you.")
+        order = serializers.ChoiceField(choices=list(QUEUE_ORDERS), required=False, default="uncertainty")
+        exclude = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated ids (skipped).")
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=50, default=3)
+
+        def validate_exclude(self, value: str) -> list[int]:
+            try:
+                return [int(part) for part in value.split(",") if part.strip()]
+            except ValueError as exc:
+                raise serializers.ValidationError("A comma-separated list of study ids.") from exc
+
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField()
+        results = StudyOutputSerializer(many=True)
+
+    @extend_schema(parameters=[FilterSerializer], responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = dict(filters.validated_data)
+        limit = data.pop("limit")
+        queryset = review_queue_list(user=request.user, exclude_ids=data.pop("exclude", []), **data)
+        studies = list(queryset[:limit])
+        context = {"request": request}
+        return Response(
+            {"count": queryset.count(), "results": StudyOutputSerializer(studies, many=True, context=context).data}
+        )
+
+
+class AdjudicationQueueApi(APIView):
+    """Studies whose readers disagree, oldest first."""
+
+    permission_classes = [IsAdjudicator]
+
+    @extend_schema(responses=StudyOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(adjudication_queue_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(
+            StudyOutputSerializer(page, many=True, context={"request": request}).data
+        )
+
+
+def _model_figures_by_source() -> list[dict]:
+    """Each model version's test figures per source (its metrics), oldest first."""
+    from training.selectors import model_version_list
+
+    versions = []
+    for version in reversed(list(model_version_list())):
+        per_source = (version.metrics or {}).get("per_source") or {}
+        versions.append(
+            {
+                "version": version.name,
+                "active": version.is_active,
+                "created_at": version.created_at,
+                "per_source": {
+                    source: {key: values.get(key) for key in ("n", "accuracy", "macro_auc")}
+                    for source, values in per_source.items()
+                },
+            }
+        )
+    return versions
+
+
+class StatsApi(APIView):
+    """Reading and dashboard figures: agreement (Cohen's kappa per reader pair, Fleiss' kappa,
+    each reader against the final label and the model; overall, per source, per week), studies per
+    day, backlog, final labels per source, and each model version's per-source test figures."""
+
+    @extend_schema(responses={200: dict})
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "agreement": agreement_stats(),
+                **dashboard_stats(),
+                "models": _model_figures_by_source(),
+            }
+        )

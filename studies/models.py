@@ -8,6 +8,13 @@ class Label(models.TextChoices):
     PNEUMONIA = "pneumonia", "Other pneumonia"
 
 
+class RejectReason(models.TextChoices):
+    NOT_CHEST_XRAY = "not_chest_xray", "Not a chest X-ray"
+    UNREADABLE = "unreadable", "Unreadable"
+    WRONG_VIEW = "wrong_view", "Wrong view"
+    IDENTIFIERS_VISIBLE = "identifiers_visible", "Identifiers visible"
+
+
 class Split(models.TextChoices):
     TRAIN = "train", "Train"
     VAL = "val", "Validation"
@@ -109,6 +116,38 @@ class Study(models.Model):
     error = models.TextField(blank=True)
     status_changed_at = models.DateTimeField(auto_now=True)
 
+    # Reading: set only by the reading services (studies/services.py), from the reviews of the current round.
+    class Reading(models.TextChoices):
+        UNREAD = "unread", "Unread"
+        READING = "reading", "More reads needed"
+        DISAGREEMENT = "disagreement", "Readers disagree"
+        FINAL = "final", "Final label"
+        REJECTED = "rejected", "Rejected"
+
+    class LabelRule(models.TextChoices):
+        SINGLE_READ = "single_read", "Single read (latest read)"
+        UNANIMOUS = "unanimous", "Unanimous readers"
+        ADJUDICATED = "adjudicated", "Adjudicated"
+        IMPORTED = "imported", "Imported dataset label"
+
+    reading_state = models.CharField(max_length=16, choices=Reading.choices, default=Reading.UNREAD, db_index=True)
+    reading_round = models.PositiveIntegerField(default=1, help_text="Sending a study back starts a new round.")
+    label_final = models.CharField(max_length=16, choices=Label.choices, blank=True, help_text="The dataset label.")
+    label_rule = models.CharField(max_length=16, choices=LabelRule.choices, blank=True)
+    rejection_reason = models.CharField(max_length=32, choices=RejectReason.choices, blank=True)
+    rejection_comment = models.TextField(blank=True)
+    rejected_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    assigned_to = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="assigned_studies",
+        help_text="The reviewer whose queue holds this study; empty: every reviewer's.",
+    )
+
     class Meta:
         ordering = ["-uploaded_at", "-id"]
         verbose_name_plural = "studies"
@@ -125,6 +164,7 @@ class Prediction(models.Model):
     confidence = models.FloatField()
     inference_ms = models.FloatField()
     heatmap = models.FileField(upload_to="heatmaps/", blank=True)
+    entropy = models.FloatField(null=True, help_text="Shannon entropy of the probabilities (nats): uncertainty.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -138,12 +178,20 @@ class Prediction(models.Model):
 
 
 class Review(models.Model):
-    """A reviewer's label. A study's final label is its latest review."""
+    """A reader's label, or an adjudicator's final word. The study's final label follows
+    Study.label_rule: the latest read, the unanimous reads, or the adjudication."""
+
+    class Kind(models.TextChoices):
+        READ = "read", "Read"
+        ADJUDICATION = "adjudication", "Adjudication"
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews")
     label = models.CharField(max_length=16, choices=Label.choices)
     comment = models.TextField(blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.READ)
+    round = models.PositiveIntegerField(default=1)
+    reading_ms = models.PositiveIntegerField(null=True, blank=True, help_text="Time the reader spent on the study.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
-from studies.sites import user_can_upload, user_has_role, user_is_reviewer
+from studies.sites import user_can_upload, user_has_role, user_is_adjudicator, user_is_reviewer
 
 
 class HasRole(BasePermission):
@@ -43,3 +43,10 @@ def has_perm(perm: str, message: str) -> type[BasePermission]:
 CanPromote = has_perm("training.promote_modelversion", "You need the permission to promote model versions.")
 CanTrain = has_perm("training.start_trainingrun", "You need the permission to start training runs.")
 CanExport = has_perm("training.export_datasetsnapshot", "You need the permission to export datasets.")
+
+
+class IsAdjudicator(BasePermission):
+    message = "Only adjudicators (or staff) may do this."
+
+    def has_permission(self, request, view) -> bool:
+        return user_is_adjudicator(request.user)

@@ -1,26 +1,64 @@
 """Reads for studies; access rules live here once."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
-from django.db.models import Exists, Min, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import (
+    BooleanField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import NullIf
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from inference.preprocessing import display_image, thumbnail_jpeg
 from studies.models import Prediction, Review, Study
-from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_reviewer, user_site_ids
+from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_adjudicator, user_is_reviewer, user_site_ids
 
-__all__ = ["user_can_upload", "user_is_reviewer"]  # the role checks live in studies.sites
+__all__ = ["user_can_upload", "user_is_adjudicator", "user_is_reviewer"]  # the role checks live in studies.sites
 
 
 @dataclass(frozen=True)
 class BrowserImage:
     content: bytes | File  # bytes of a rendition, or the stored file itself
     content_type: str | None = None
+
+
+def study_reads_required(*, source: str) -> int:
+    """Independent reads a study needs: REVIEW_READS_REQUIRED, or its source's override."""
+    return int(settings.REVIEW_READS_REQUIRED_BY_SOURCE.get(source, settings.REVIEW_READS_REQUIRED))
+
+
+def study_blinding(*, user: AbstractBaseUser, study: Study) -> tuple[bool, bool]:
+    """(hide other reads, hide the model's prediction) for this user on this study.
+
+    A reader who has not read the study in its current round sees neither other readers' labels nor
+    the final label, and on a blinded source (REVIEW_BLIND_TO_MODEL_SOURCES) not the model's answer
+    either. Adjudicators and staff see everything; so do uploaders, who never read."""
+    if not user_is_reviewer(user) or user_is_adjudicator(user):
+        return False, False
+    open_states = (Study.Reading.UNREAD, Study.Reading.READING, Study.Reading.DISAGREEMENT)
+    if study.reading_state not in open_states:
+        return False, False
+    has_read = any(
+        r.reviewer_id == user.pk and r.round == study.reading_round and r.kind == Review.Kind.READ
+        for r in study.reviews.all()
+    )
+    if has_read:
+        return False, False
+    return True, study.source in settings.REVIEW_BLIND_TO_MODEL_SOURCES
 
 
 def study_image_for_browser(*, study: Study, size: int | None = None) -> BrowserImage:
@@ -41,14 +79,15 @@ def study_image_for_browser(*, study: Study, size: int | None = None) -> Browser
 
 
 def study_annotate_labels(queryset: QuerySet[Study]) -> QuerySet[Study]:
-    """Add final_label (the latest review), is_reviewed, predicted_label and predicted_confidence."""
-    latest_review = Review.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id")
+    """Add final_label (by the study's label rule; never a rejected study's), is_reviewed (it has a final
+    label), predicted_label, predicted_confidence and predicted_entropy."""
     latest_prediction = Prediction.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id")
     return queryset.annotate(
-        final_label=Subquery(latest_review.values("label")[:1]),
-        is_reviewed=Exists(latest_review),
+        final_label=NullIf(F("label_final"), Value("")),
+        is_reviewed=ExpressionWrapper(Q(reading_state=Study.Reading.FINAL), output_field=BooleanField()),
         predicted_label=Subquery(latest_prediction.values("label")[:1]),
         predicted_confidence=Subquery(latest_prediction.values("confidence")[:1]),
+        predicted_entropy=Subquery(latest_prediction.values("entropy")[:1]),
     )
 
 
@@ -98,15 +137,69 @@ def study_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:
     return get_object_or_404(study_visible_queryset(user=user), pk=study_id)
 
 
-def review_queue_list(*, user: AbstractBaseUser) -> QuerySet[Study]:
-    """Predicted, unreviewed studies of the sites the user reviews (not their own uploads unless
-    ALLOW_SELF_REVIEW), least confident first: where a reviewer helps most."""
-    queryset = study_visible_queryset(user=user).filter(status=Study.Status.PREDICTED, is_reviewed=False)
+QUEUE_ORDERS = {
+    # The most uncertain prediction first: where a reader helps the model most.
+    "uncertainty": ("-predicted_entropy", "predicted_confidence", "uploaded_at", "id"),
+    "age": ("uploaded_at", "id"),
+    # Studies where an earlier reader contradicted the model first, then the most uncertain.
+    "disagreement": ("-model_contradicted", "-predicted_entropy", "uploaded_at", "id"),
+}
+
+
+def review_queue_list(
+    *,
+    user: AbstractBaseUser,
+    source: str | None = None,
+    predicted_label: str | None = None,
+    uploaded_from: date | None = None,
+    uploaded_to: date | None = None,
+    mine: bool = False,
+    order: str = "uncertainty",
+    exclude_ids: list[int] | tuple[int, ...] = (),
+) -> QuerySet[Study]:
+    """The studies waiting for this reader: predicted, still open, of the sites they review, not their
+    own uploads (unless ALLOW_SELF_REVIEW), not read by them in this round, assigned to them or to
+    nobody (``mine``: only those assigned to them)."""
+    read_by_me = Review.objects.filter(
+        study=OuterRef("pk"), reviewer=user, round=OuterRef("reading_round"), kind=Review.Kind.READ
+    )
+    contradicted = Review.objects.filter(
+        study=OuterRef("pk"), round=OuterRef("reading_round"), kind=Review.Kind.READ
+    ).exclude(label=OuterRef("predicted_label"))
+    queryset = (
+        study_visible_queryset(user=user)
+        .filter(status=Study.Status.PREDICTED, reading_state__in=[Study.Reading.UNREAD, Study.Reading.READING])
+        .exclude(Exists(read_by_me))
+        .annotate(model_contradicted=Exists(contradicted))
+    )
     if not user.is_superuser:
         queryset = queryset.filter(site__in=user_site_ids(user, roles=REVIEW_ROLES))
     if not settings.ALLOW_SELF_REVIEW:
         queryset = queryset.exclude(uploaded_by_id=user.pk)
-    return queryset.order_by("predicted_confidence", "uploaded_at")
+    queryset = queryset.filter(assigned_to=user) if mine else queryset.filter(Q(assigned_to=None) | Q(assigned_to=user))
+    if source:
+        queryset = queryset.filter(source=source)
+    if predicted_label:
+        queryset = queryset.filter(predicted_label=predicted_label)
+    if uploaded_from:
+        queryset = queryset.filter(uploaded_at__date__gte=uploaded_from)
+    if uploaded_to:
+        queryset = queryset.filter(uploaded_at__date__lte=uploaded_to)
+    if exclude_ids:
+        queryset = queryset.exclude(pk__in=exclude_ids)
+    return queryset.order_by(*QUEUE_ORDERS[order])
+
+
+def adjudication_queue_list(*, user: AbstractBaseUser) -> QuerySet[Study]:
+    """Studies whose readers disagree, oldest first."""
+    return study_visible_queryset(user=user).filter(reading_state=Study.Reading.DISAGREEMENT).order_by("uploaded_at")
+
+
+def study_reads(study: Study) -> list[Review]:
+    """The reads and adjudications of the study's current round, oldest first (from the prefetch)."""
+    return sorted(
+        (r for r in study.reviews.all() if r.round == study.reading_round), key=lambda r: (r.created_at, r.id)
+    )
 
 
 def studies_awaiting_reprediction(*, model_version_id: int, after_id: int, limit: int) -> list[int]:

@@ -2,12 +2,14 @@
 
 import hashlib
 import io
+import math
 import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import IO
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -36,9 +38,9 @@ from studies.deidentify import (
     pixels_reencode,
     stored_file_is_deidentified,
 )
-from studies.models import Label, Patient, Prediction, Review, Site, Study
-from studies.selectors import study_latest_prediction
-from studies.sites import review_check_allowed, site_get_or_create
+from studies.models import Label, Patient, Prediction, RejectReason, Review, Site, Study
+from studies.selectors import study_latest_prediction, study_reads_required, user_is_adjudicator, user_is_reviewer
+from studies.sites import REVIEW_ROLES, review_check_allowed, site_get_or_create, user_site_ids
 from studies.tasks import study_predict_task
 
 
@@ -217,6 +219,9 @@ def study_import(
         source=site.slug,
         status=Study.Status.IMPORTED,
     )
+    study.reading_state = Study.Reading.FINAL
+    study.label_final = label
+    study.label_rule = Study.LabelRule.IMPORTED
     _study_save(checked=checked, study=study)
     Review.objects.create(study=study, reviewer=reviewer, label=label, comment="Imported dataset label.")
     return study, True
@@ -283,6 +288,7 @@ def prediction_record(
             probabilities=probabilities,
             label=label,
             confidence=probabilities[label],
+            entropy=-sum(p * math.log(p) for p in probabilities.values() if p > 0),
             inference_ms=inference_ms,
         )
         if heatmap_jpeg:
@@ -315,23 +321,45 @@ def study_mark_predicted(*, study: Study) -> Study:
     return study
 
 
-@transaction.atomic
-def review_submit(*, study: Study, reviewer: AbstractBaseUser, label: str, comment: str = "") -> Review:
-    """A reviewer confirms or corrects a prediction; the latest review is the study's label.
-    Only a reviewer or lead of the study's site, never the uploader (unless ALLOW_SELF_REVIEW)."""
-    review_check_allowed(study=study, reviewer=reviewer)
+def _check_label(label: str) -> None:
     if label not in Label.values:
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
+
+
+@transaction.atomic
+def review_submit(
+    *, study: Study, reviewer: AbstractBaseUser, label: str, comment: str = "", reading_ms: int | None = None
+) -> Review:
+    """A reader confirms or corrects a prediction. The study's final label then follows its rule:
+    with one read required the latest read; with more, the readers' unanimous label, else adjudication.
+    Only a reviewer or lead of the study's site, never the uploader (unless ALLOW_SELF_REVIEW)."""
+    review_check_allowed(study=study, reviewer=reviewer)
+    _check_label(label)
     _prediction_to_review(study)
-    review = Review(study=study, reviewer=reviewer, label=label, comment=comment.strip())
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.reading_state == Study.Reading.REJECTED:
+        raise ValidationError({"study": "This study was rejected; send it back before reading it."})
+    review = Review(
+        study=study,
+        reviewer=reviewer,
+        label=label,
+        comment=comment.strip(),
+        kind=Review.Kind.READ,
+        round=study.reading_round,
+        reading_ms=reading_ms,
+    )
     review.full_clean()
     review.save()
+    study_reading_resolve(study=study)
     return review
 
 
-def review_confirm(*, study: Study, reviewer: AbstractBaseUser, comment: str = "") -> Review:
+def review_confirm(
+    *, study: Study, reviewer: AbstractBaseUser, comment: str = "", reading_ms: int | None = None
+) -> Review:
     """A reviewer agrees with the latest prediction."""
-    return review_submit(study=study, reviewer=reviewer, label=_prediction_to_review(study).label, comment=comment)
+    label = _prediction_to_review(study).label
+    return review_submit(study=study, reviewer=reviewer, label=label, comment=comment, reading_ms=reading_ms)
 
 
 def _prediction_to_review(study: Study) -> Prediction:
@@ -351,3 +379,96 @@ def studies_requeue_stale(*, older_than_seconds: int) -> int:
         study_requeue(study=study)
         count += 1
     return count
+
+
+def study_reading_resolve(*, study: Study) -> Study:
+    """Set the study's reading state and final label from the reviews of its current round."""
+    if study.reading_state == Study.Reading.REJECTED:
+        return study
+    reviews = list(Review.objects.filter(study=study, round=study.reading_round).order_by("created_at", "id"))
+    adjudications = [r for r in reviews if r.kind == Review.Kind.ADJUDICATION]
+    by_reader = {r.reviewer_id: r.label for r in reviews if r.kind == Review.Kind.READ}  # each reader's latest
+    required = study_reads_required(source=study.source)
+    state, label, rule = (Study.Reading.READING if by_reader else Study.Reading.UNREAD), "", ""
+    if adjudications:
+        state, label, rule = Study.Reading.FINAL, adjudications[-1].label, Study.LabelRule.ADJUDICATED
+    elif required <= 1 and by_reader:
+        latest = [r for r in reviews if r.kind == Review.Kind.READ][-1]
+        state, label, rule = Study.Reading.FINAL, latest.label, Study.LabelRule.SINGLE_READ
+    elif len(by_reader) >= required:
+        labels = set(by_reader.values())
+        if len(labels) == 1:
+            state, label, rule = Study.Reading.FINAL, labels.pop(), Study.LabelRule.UNANIMOUS
+        else:
+            state = Study.Reading.DISAGREEMENT
+    study.reading_state, study.label_final, study.label_rule = state, label, rule
+    study.save(update_fields=["reading_state", "label_final", "label_rule", "status_changed_at"])
+    return study
+
+
+@transaction.atomic
+def review_adjudicate(*, study: Study, adjudicator: AbstractBaseUser, label: str, reason: str) -> Review:
+    """An adjudicator settles readers' disagreement; the reason is kept with the final label."""
+    _check_label(label)
+    if not user_is_adjudicator(adjudicator):
+        raise ValidationError({"study": "Only adjudicators may set a final label over the readers."})
+    if not reason.strip():
+        raise ValidationError({"reason": "Say why this label: the reason is kept with the final label."})
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    if study.reading_state != Study.Reading.DISAGREEMENT:
+        raise ValidationError({"study": "Only studies whose readers disagree go to adjudication."})
+    review = Review(
+        study=study,
+        reviewer=adjudicator,
+        label=label,
+        comment=reason.strip(),
+        kind=Review.Kind.ADJUDICATION,
+        round=study.reading_round,
+    )
+    review.full_clean()
+    review.save()
+    study_reading_resolve(study=study)
+    return review
+
+
+@transaction.atomic
+def study_reject(*, study: Study, reviewer: AbstractBaseUser, reason: str, comment: str = "") -> Study:
+    """Take a study out of reading and out of every dataset, with a reason (a reader of its site)."""
+    review_check_allowed(study=study, reviewer=reviewer)
+    if reason not in RejectReason.values:
+        raise ValidationError(
+            {"reason": f"Unknown reason {reason!r}; expected one of {', '.join(RejectReason.values)}."}
+        )
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    study.reading_state = Study.Reading.REJECTED
+    study.label_final, study.label_rule = "", ""
+    study.rejection_reason, study.rejection_comment, study.rejected_by = reason, comment.strip(), reviewer
+    study.full_clean()
+    study.save()
+    return study
+
+
+@transaction.atomic
+def study_send_back(*, study: Study, user: AbstractBaseUser) -> Study:
+    """Start a new reading round: earlier reads, rejection and final label stop counting (they stay in history)."""
+    study = Study.objects.select_for_update().get(pk=study.pk)
+    study.reading_round += 1
+    study.reading_state = Study.Reading.UNREAD
+    study.label_final, study.label_rule = "", ""
+    study.rejection_reason, study.rejection_comment, study.rejected_by = "", "", None
+    study.save()
+    return study
+
+
+def study_assign(*, study: Study, reviewer_username: str | None) -> Study:
+    """Put a study in one reviewer's queue (or, with None, back in everyone's)."""
+    reviewer = None
+    if reviewer_username:
+        reviewer = get_user_model().objects.filter(username=reviewer_username).first()
+        if reviewer is None or not user_is_reviewer(reviewer):
+            raise ValidationError({"reviewer": f"{reviewer_username!r} is not a reviewer."})
+        if not reviewer.is_superuser and not user_site_ids(reviewer, roles=REVIEW_ROLES).filter(site_id=study.site_id):
+            raise ValidationError({"reviewer": f"{reviewer_username!r} does not review studies of {study.site}."})
+    study.assigned_to = reviewer
+    study.save(update_fields=["assigned_to", "status_changed_at"])
+    return study

@@ -9,7 +9,7 @@ everything everywhere.
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils.text import slugify
 
 from studies.models import Site, SiteMembership, Study
@@ -51,6 +51,19 @@ def user_has_role(user: AbstractBaseUser) -> bool:
     if not user.is_authenticated:
         return False
     return user_can_upload(user) or any(user.has_perm(perm) for perm in TRAINING_PERMISSIONS)
+
+
+def user_is_adjudicator(user: AbstractBaseUser) -> bool:
+    """Settles readers' disagreements: a site lead, a member of the ``adjudicator`` group who reviews
+    somewhere, or a superuser. Which studies they see still follows their sites."""
+    if not user.is_authenticated:
+        return False
+    return (
+        user.is_superuser
+        or SiteMembership.objects.filter(
+            Q(role=Role.LEAD) | Q(role=Role.REVIEWER, user__groups__name="adjudicator"), user_id=user.pk
+        ).exists()
+    )
 
 
 def user_is_site_lead(user: AbstractBaseUser) -> bool:

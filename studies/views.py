@@ -1,5 +1,7 @@
 """Server-rendered pages for studies. Writes go through services; the browser's live parts use the API."""
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
@@ -9,17 +11,30 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from studies.apis import StudyListCreateApi
-from studies.models import Label, Study
+from studies.apis import ReviewQueueApi, StudyListCreateApi
+from studies.models import Label, RejectReason, Study
 from studies.selectors import (
+    QUEUE_ORDERS,
+    adjudication_queue_list,
     review_queue_list,
+    study_blinding,
     study_get_for_user,
     study_latest_prediction,
     study_list,
+    study_reads,
+    study_reads_required,
     user_can_upload,
+    user_is_adjudicator,
     user_is_reviewer,
 )
-from studies.services import review_submit, study_requeue
+from studies.services import (
+    review_adjudicate,
+    review_submit,
+    study_assign,
+    study_reject,
+    study_requeue,
+    study_send_back,
+)
 from studies.sites import site_list_for_upload, user_has_role
 
 PAGE_SIZE = 25
@@ -80,12 +95,19 @@ def study_upload_view(request: HttpRequest) -> HttpResponse:
 @login_required
 def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     study = study_get_for_user(user=request.user, study_id=pk)
-    prediction = study_latest_prediction(study)
+    hide_reads, hide_model = study_blinding(user=request.user, study=study)
+    prediction = None if hide_model else study_latest_prediction(study)
     probabilities = prediction.probabilities if prediction else {}
     next_in_queue = None
     if user_is_reviewer(request.user):
         next_in_queue = review_queue_list(user=request.user).exclude(pk=study.pk).values_list("pk", flat=True).first()
     context = {
+        "hide_reads": hide_reads,
+        "hide_model": hide_model,
+        "reads": [] if hide_reads else study_reads(study),
+        "reads_required": study_reads_required(source=study.source),
+        "is_adjudicator": user_is_adjudicator(request.user),
+        "reject_reasons": RejectReason.choices,
         "study": study,
         "prediction": prediction,
         "earlier_predictions": [p for p in study.predictions.all() if prediction and p.pk != prediction.pk],
@@ -93,7 +115,7 @@ def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "probabilities": [(value, name, 100 * probabilities.get(value, 0.0)) for value, name in Label.choices],
         "labels": Label.choices,
         "label_names": dict(Label.choices),
-        "reviews": study.reviews.all(),
+        "reviews": [] if hide_reads else study.reviews.all(),
         "is_live": study.status in (Study.Status.QUEUED, Study.Status.PROCESSING),
         "next_in_queue": next_in_queue,
     }
@@ -133,8 +155,126 @@ def study_requeue_view(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("studies:detail", pk=study.pk)
 
 
+def _queue_filters(request: HttpRequest) -> dict:
+    """The queue's filters from the query string, validated like the queue API's."""
+    keys = ("source", "predicted_label", "uploaded_from", "uploaded_to", "mine", "order")
+    data = {key: request.GET[key] for key in keys if request.GET.get(key)}
+    validated = ReviewQueueApi.FilterSerializer(data=data)
+    if not validated.is_valid():
+        for field, errors in validated.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+        return {}
+    filters = dict(validated.validated_data)
+    filters.pop("limit", None)
+    filters.pop("exclude", None)
+    return filters
+
+
 @login_required
 def review_queue_view(request: HttpRequest) -> HttpResponse:
     _require_reviewer(request.user)
-    page = Paginator(review_queue_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "studies/review_queue.html", {"page": _add_label_names(page)})
+    filters = _queue_filters(request)
+    page = Paginator(review_queue_list(user=request.user, **filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    for study in page.object_list:  # nobody in this queue has read these yet
+        study.model_hidden = study_blinding(user=request.user, study=study)[1]
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": _add_label_names(page),
+        "filters": filters,
+        "query": query.urlencode(),
+        "labels": Label.choices,
+        "orders": [(key, key.capitalize()) for key in QUEUE_ORDERS],
+        "sources": Study.objects.exclude(source="").values_list("source", flat=True).distinct().order_by("source"),
+    }
+    return render(request, "studies/review_queue.html", context)
+
+
+@login_required
+def review_read_view(request: HttpRequest) -> HttpResponse:
+    """Keyboard reading: the page fetches studies from the queue API and never reloads."""
+    _require_reviewer(request.user)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "query": query.urlencode(),
+        "label_names": dict(Label.choices),
+        "reject_reasons": RejectReason.choices,
+    }
+    return render(request, "studies/review_read.html", context)
+
+
+@login_required
+def adjudication_queue_view(request: HttpRequest) -> HttpResponse:
+    if not user_is_adjudicator(request.user):
+        raise PermissionDenied("Only adjudicators can see this queue.")
+    page = Paginator(adjudication_queue_list(user=request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    for study in page.object_list:
+        study.current_reads = study_reads(study)
+    return render(request, "studies/adjudication_queue.html", {"page": _add_label_names(page), "query": ""})
+
+
+def _form_action(request: HttpRequest, pk: int, action: Callable[[Study], object], success: str) -> HttpResponse:
+    """Run one service from a study page's form; its ValidationError becomes an error message."""
+    study = study_get_for_user(user=request.user, study_id=pk)
+    try:
+        action(study)
+    except ValidationError as error:
+        _error_messages(request, error)
+    else:
+        messages.success(request, success)
+    return redirect("studies:detail", pk=pk)
+
+
+@login_required
+@require_POST
+def study_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_reviewer(request.user)
+    reason, comment = request.POST.get("reason", ""), request.POST.get("comment", "")
+    return _form_action(
+        request,
+        pk,
+        lambda study: study_reject(study=study, reviewer=request.user, reason=reason, comment=comment),
+        f"Study {pk} rejected: it will not enter any dataset.",
+    )
+
+
+@login_required
+@require_POST
+def study_send_back_view(request: HttpRequest, pk: int) -> HttpResponse:
+    _require_reviewer(request.user)
+    return _form_action(
+        request, pk, lambda study: study_send_back(study=study, user=request.user), f"Study {pk} sent back for reading."
+    )
+
+
+@login_required
+@require_POST
+def study_adjudicate_view(request: HttpRequest, pk: int) -> HttpResponse:
+    label, reason = request.POST.get("label", ""), request.POST.get("reason", "")
+    return _form_action(
+        request,
+        pk,
+        lambda study: review_adjudicate(study=study, adjudicator=request.user, label=label, reason=reason),
+        f"Study {pk} adjudicated.",
+    )
+
+
+@login_required
+@require_POST
+def study_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
+    if not user_is_adjudicator(request.user):
+        raise PermissionDenied("Only adjudicators or staff assign studies.")
+    username = request.POST.get("reviewer", "").strip()
+    return _form_action(
+        request,
+        pk,
+        lambda study: study_assign(study=study, reviewer_username=username or None),
+        f"Study {pk} assigned to {username}." if username else f"Study {pk} is in every reviewer's queue.",
+    )
+
+
+@login_required
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    """Charts drawn by app.js from GET /api/stats/."""
+    return render(request, "studies/dashboard.html")

@@ -25,7 +25,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     @factory.post_generation
     def groups(self, create: bool, extracted: list[str] | None, **kwargs) -> None:
         for name in extracted or []:
-            self.groups.add(Group.objects.get(name=name))
+            self.groups.add(Group.objects.get_or_create(name=name)[0])  # a transactional test flushes them
         if create:
             self.save()
 
@@ -121,6 +121,16 @@ class ReviewFactory(factory.django.DjangoModelFactory):
     study = factory.SubFactory(StudyFactory)
     reviewer = factory.LazyFunction(reviewer)
     label = "normal"
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        """Saved like review_submit saves it: in the study's current round, which then settles its label."""
+        from studies.services import study_reading_resolve
+
+        kwargs.setdefault("round", kwargs["study"].reading_round)
+        review = super()._create(model_class, *args, **kwargs)
+        study_reading_resolve(study=review.study)
+        return review
 
 
 def score_cases(version: ModelVersion, snapshot: DatasetSnapshot, *, correct: int, total: int = 30) -> None:

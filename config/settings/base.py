@@ -293,3 +293,11 @@ SHARED_DATA_DIR = Path(env("SHARED_DATA_DIR", default=str(BASE_DIR.parent / "sha
 SAMPLES_DIR = BASE_DIR / "samples"
 STARTER_MODEL_DIR = BASE_DIR / "models" / "starter"
 DEMO_CREDENTIALS_FILE = Path(env("DEMO_CREDENTIALS_FILE", default=str(VAR_DIR / "demo-credentials.json")))
+
+# Reading studies (studies/selectors.py). Independent reads a study needs before its label is final;
+# with more than one, disagreeing readers go to adjudication. Per-source overrides as JSON, e.g.
+# REVIEW_READS_REQUIRED_BY_SOURCE='{"hospital-b": 2}'; REVIEW_BLIND_TO_MODEL_SOURCES hides the model's
+# prediction from readers of those sources until they have read (a blinded reading study).
+REVIEW_READS_REQUIRED = env.int("REVIEW_READS_REQUIRED", default=1)
+REVIEW_READS_REQUIRED_BY_SOURCE = env.json("REVIEW_READS_REQUIRED_BY_SOURCE", default={})
+REVIEW_BLIND_TO_MODEL_SOURCES = env.list("REVIEW_BLIND_TO_MODEL_SOURCES", default=[])

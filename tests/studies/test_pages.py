@@ -8,7 +8,7 @@ from django.urls import reverse
 from PIL import Image
 
 from studies.models import Label, Patient, Prediction, Review, SiteMembership, Study
-from tests.factories import site_named
+from tests.factories import ReviewFactory, site_named
 from training.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -76,7 +76,7 @@ def test_study_list_redirects_anonymous_users_to_login(client):
 def test_study_list_shows_only_studies_matching_the_reviewed_filter(client, django_user_model):
     reviewer = _user(django_user_model, "rita", "reviewer")
     reviewed, _ = _predicted_study()
-    Review.objects.create(study=reviewed, reviewer=reviewer, label=Label.COVID)
+    ReviewFactory(study=reviewed, reviewer=reviewer, label=Label.COVID)
     unreviewed, _ = _predicted_study()
     client.force_login(reviewer)
 

@@ -57,10 +57,10 @@ def test_the_review_queue_follows_the_new_predictions(
     with django_capture_on_commit_callbacks(execute=True):
         model_version_promote(model_version=newer, user=None, reason="test: roll forward", override=True)
     # The old model was least sure about the first study, the new one about the last.
-    Prediction.objects.filter(model_version=active_model).update(confidence=0.99)
-    Prediction.objects.filter(model_version=active_model, study=studies[0]).update(confidence=0.34)
-    Prediction.objects.filter(model_version=newer).update(confidence=0.9)
-    Prediction.objects.filter(model_version=newer, study=studies[-1]).update(confidence=0.34)
+    Prediction.objects.filter(model_version=active_model).update(confidence=0.99, entropy=0.05)
+    Prediction.objects.filter(model_version=active_model, study=studies[0]).update(confidence=0.34, entropy=1.09)
+    Prediction.objects.filter(model_version=newer).update(confidence=0.9, entropy=0.3)
+    Prediction.objects.filter(model_version=newer, study=studies[-1]).update(confidence=0.34, entropy=1.09)
     queue = list(review_queue_list(user=reviewer()).values_list("pk", flat=True))
     assert queue[0] == studies[-1].pk
 

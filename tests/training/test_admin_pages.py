@@ -8,7 +8,7 @@ from django.urls import reverse
 from PIL import Image
 
 from studies.models import Label, Patient, Prediction, Review, Study
-from tests.factories import reviewer, score_cases, site_named
+from tests.factories import ReviewFactory, reviewer, score_cases, site_named
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion, TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -94,7 +94,7 @@ def test_admin_studies_changelist_with_reviewed_filter_renders(admin_client, adm
     version = _model_version()
     reviewed = _predicted_study(version)
     unreviewed = _predicted_study(version)
-    Review.objects.create(study=reviewed, reviewer=admin_user, label=Label.NORMAL)
+    ReviewFactory(study=reviewed, reviewer=admin_user, label=Label.NORMAL)
 
     response = admin_client.get(reverse("admin:studies_study_changelist"), {"reviewed": "yes"})
 

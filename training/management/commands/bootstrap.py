@@ -36,6 +36,7 @@ DEMO_USERS = {
     "lead": {"groups": [], "role": SiteMembership.Role.LEAD},
     "reviewer": {"groups": [], "role": SiteMembership.Role.REVIEWER},
     "uploader": {"groups": [], "role": SiteMembership.Role.UPLOADER},
+    "adjudicator": {"groups": ["adjudicator"], "role": SiteMembership.Role.REVIEWER},
 }
 
 

@@ -1,0 +1,68 @@
+"""The upload page in a real browser: progress bars, error messages, a prediction arriving."""
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from studies.models import Study
+from tests.images import png_bytes
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def _file(name: str, data: bytes, mime: str = "image/png") -> dict:
+    return {"name": name, "mimeType": mime, "buffer": data}
+
+
+def test_uploads_show_progress_and_link_each_new_study(page: Page, live_server, login, uploader_user):
+    login(uploader_user)
+    page.goto(f"{live_server.url}/studies/upload/")
+
+    page.set_input_files(
+        "input[type=file]", [_file("a.png", png_bytes(seed=1)), _file("b.png", png_bytes(seed=2, label="covid"))]
+    )
+    page.get_by_role("button", name="Upload 2 files").click()
+
+    rows = page.locator(".upload-list li")
+    expect(rows.locator("a")).to_have_count(2)
+    for progress in rows.locator("progress").all():
+        expect(progress).to_have_attribute("value", "100")
+    assert Study.objects.count() == 2
+
+
+def test_upload_errors_are_shown_per_file_and_store_nothing(page: Page, live_server, login, uploader_user):
+    login(uploader_user)
+    page.goto(f"{live_server.url}/studies/upload/")
+
+    page.set_input_files(
+        "input[type=file]", [_file("notes.txt", b"not an image", "text/plain"), _file("empty.png", b"")]
+    )
+    page.get_by_role("button", name="Upload 2 files").click()
+
+    errors = page.locator(".upload-list .error-text")
+    expect(errors).to_have_count(2)
+    expect(errors.first).to_contain_text("image:")
+    assert Study.objects.count() == 0
+
+
+def test_study_page_shows_the_prediction_when_it_arrives(page: Page, live_server, login, reviewer_user):
+    """The study is uploaded while no model is active; the page polls until a prediction lands."""
+    from django.core.files.base import ContentFile
+
+    from studies.services import prediction_record
+    from tests.factories import ModelVersionFactory, StudyFactory
+
+    study = StudyFactory(status=Study.Status.QUEUED)
+    login(reviewer_user)
+    page.goto(f"{live_server.url}/studies/{study.pk}/")
+    expect(page.get_by_text("Waiting for the model")).to_be_visible()
+
+    version = ModelVersionFactory(artifact=ContentFile(b"x", name="m.keras"))
+    prediction_record(
+        study=study,
+        model_version_id=version.pk,
+        probabilities={"covid": 0.1, "normal": 0.2, "pneumonia": 0.7},
+        inference_ms=3.0,
+    )
+
+    expect(page.locator("[data-role=label]")).to_have_text("Other pneumonia")
+    expect(page.locator("[data-role=status]")).to_have_text("Predicted")

@@ -1,0 +1,168 @@
+"""Multi-reader reading: final label rules, rejection, send back, assignment, queue, blinding."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from studies.models import Review, Study
+from studies.selectors import adjudication_queue_list, review_queue_list, study_blinding, study_list
+from studies.services import (
+    review_adjudicate,
+    review_submit,
+    study_assign,
+    study_reject,
+    study_send_back,
+)
+from tests.factories import PredictionFactory, UserFactory, reviewer
+
+pytestmark = pytest.mark.django_db
+
+
+def _study(**fields) -> Study:
+    return PredictionFactory(**{f"study__{k}": v for k, v in fields.items()}).study
+
+
+def test_one_required_read_makes_the_latest_read_final(settings):
+    settings.REVIEW_READS_REQUIRED = 1
+    study = _study()
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    review_submit(study=study, reviewer=reviewer(), label="normal")
+
+    study.refresh_from_db()
+    assert (study.reading_state, study.label_final, study.label_rule) == ("final", "normal", "single_read")
+
+
+def test_two_agreeing_readers_give_a_unanimous_final_label(settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    study = _study()
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    study.refresh_from_db()
+    assert study.reading_state == "reading" and study.label_final == ""
+
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    study.refresh_from_db()
+    assert (study.reading_state, study.label_final, study.label_rule) == ("final", "covid", "unanimous")
+
+
+def test_disagreeing_readers_send_the_study_to_adjudication_which_sets_the_label(settings):
+    settings.REVIEW_READS_REQUIRED_BY_SOURCE = {"site-b": 2}
+    study = _study(source="site-b")
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    review_submit(study=study, reviewer=reviewer(), label="normal")
+    judge = UserFactory(groups=["reviewer", "adjudicator"])
+
+    assert list(adjudication_queue_list(user=judge)) == [study]
+    review_adjudicate(study=study, adjudicator=judge, label="pneumonia", reason="Right lower lobe consolidation.")
+
+    study.refresh_from_db()
+    assert (study.reading_state, study.label_final, study.label_rule) == ("final", "pneumonia", "adjudicated")
+    assert list(adjudication_queue_list(user=judge)) == []
+
+
+def test_adjudication_needs_the_role_a_reason_and_a_disagreement():
+    study = _study()
+    judge = UserFactory(groups=["adjudicator"])
+    with pytest.raises(ValidationError, match="Only adjudicators"):
+        review_adjudicate(study=study, adjudicator=reviewer(), label="covid", reason="x")
+    with pytest.raises(ValidationError, match="Say why"):
+        review_adjudicate(study=study, adjudicator=judge, label="covid", reason=" ")
+    with pytest.raises(ValidationError, match="readers disagree"):
+        review_adjudicate(study=study, adjudicator=judge, label="covid", reason="x")
+    assert not Review.objects.exists()
+
+
+def test_rejected_studies_never_enter_a_dataset_and_leave_the_queue():
+    reader = reviewer()
+    study = _study()
+    review_submit(study=study, reviewer=reader, label="covid")
+    study_reject(study=study, reviewer=reader, reason="identifiers_visible", comment="Name in the corner")
+
+    study.refresh_from_db()
+    assert study.reading_state == "rejected" and study.label_final == ""
+    assert list(study_list(user=reader, filters={"reviewed": True})) == []
+    assert list(review_queue_list(user=reviewer())) == []
+    with pytest.raises(ValidationError, match="rejected"):
+        review_submit(study=study, reviewer=reader, label="covid")
+
+
+def test_a_snapshot_leaves_out_rejected_studies(django_user_model):
+    from training.services import snapshot_create
+
+    reader = reviewer()
+    kept, rejected = _study(), _study()
+    review_submit(study=kept, reviewer=reader, label="covid")
+    review_submit(study=rejected, reviewer=reader, label="covid")
+    study_reject(study=rejected, reviewer=reader, reason="not_chest_xray")
+
+    snapshot = snapshot_create(user=None)
+    assert [item.study_id for item in snapshot.items.all()] == [kept.pk]
+
+
+def test_unknown_reject_reason_is_refused():
+    with pytest.raises(ValidationError, match="Unknown reason"):
+        study_reject(study=_study(), reviewer=reviewer(), reason="boring")
+
+
+def test_sending_back_starts_a_new_round_that_needs_reading_again():
+    reader = reviewer()
+    study = _study()
+    review_submit(study=study, reviewer=reader, label="covid")
+    study_send_back(study=study, user=reader)
+
+    study.refresh_from_db()
+    assert (study.reading_state, study.reading_round, study.label_final) == ("unread", 2, "")
+    assert list(review_queue_list(user=reader)) == [study]
+
+
+def test_assigned_studies_are_only_in_their_reviewers_queue():
+    ann, bob = reviewer(username="ann"), reviewer(username="bob")
+    mine, shared = _study(), _study()
+    study_assign(study=mine, reviewer_username="ann")
+
+    assert set(review_queue_list(user=ann)) == {mine, shared}
+    assert list(review_queue_list(user=ann, mine=True)) == [mine]
+    assert list(review_queue_list(user=bob)) == [shared]
+    with pytest.raises(ValidationError, match="not a reviewer"):
+        study_assign(study=mine, reviewer_username="nobody")
+
+
+def test_queue_orders_by_uncertainty_age_or_model_disagreement(settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    sure = PredictionFactory(probabilities={"covid": 0.98, "normal": 0.01, "pneumonia": 0.01}, label="covid").study
+    unsure = PredictionFactory(probabilities={"covid": 0.4, "normal": 0.3, "pneumonia": 0.3}, label="covid").study
+    from studies.services import prediction_record
+
+    for study in (sure, unsure):  # entropy is computed when a prediction is recorded
+        prediction = study.predictions.get()
+        prediction.delete()
+        prediction_record(
+            study=study,
+            model_version_id=prediction.model_version_id,
+            probabilities=prediction.probabilities,
+            inference_ms=1.0,
+        )
+    review_submit(study=sure, reviewer=reviewer(), label="normal")  # a reader contradicted the model
+    me = reviewer()
+
+    assert list(review_queue_list(user=me, order="uncertainty")) == [unsure, sure]
+    assert list(review_queue_list(user=me, order="age")) == [sure, unsure]
+    assert list(review_queue_list(user=me, order="disagreement")) == [sure, unsure]
+    assert list(review_queue_list(user=me, source="elsewhere")) == []
+    assert list(review_queue_list(user=me, predicted_label="normal")) == []
+
+
+def test_a_reader_is_blind_to_others_until_they_have_read(settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind-site"]
+    study = _study(source="blind-site")
+    first, second = reviewer(), reviewer()
+    review_submit(study=study, reviewer=first, label="covid")
+    study = Study.objects.prefetch_related("reviews").get(pk=study.pk)
+
+    assert study_blinding(user=second, study=study) == (True, True)
+    assert study_blinding(user=first, study=study) == (False, False)
+    assert study_blinding(user=UserFactory(groups=["adjudicator"]), study=study) == (False, False)
+
+
+def test_reading_time_is_kept_on_the_review():
+    review = review_submit(study=_study(), reviewer=reviewer(), label="covid", reading_ms=4200)
+    assert Review.objects.get(pk=review.pk).reading_ms == 4200

@@ -1,0 +1,120 @@
+"""The reading endpoints: queue, reject, send back, assign, adjudicate, and blinding in the study JSON."""
+
+import pytest
+
+from studies.models import Review, Study
+from studies.services import review_submit
+from tests.factories import PredictionFactory, UserFactory, reviewer, uploader
+
+pytestmark = pytest.mark.django_db
+
+
+def test_review_endpoint_keeps_its_contract_and_records_reading_time(api_client):
+    study = PredictionFactory().study
+    api_client.force_authenticate(reviewer())
+
+    response = api_client.post(f"/api/studies/{study.pk}/reviews/", {"label": "normal", "reading_ms": 3100})
+
+    assert response.status_code == 201
+    assert {"id", "reviewer", "label", "comment", "created_at"} <= set(response.json())
+    assert response.json()["reading_ms"] == 3100
+    detail = api_client.get(f"/api/studies/{study.pk}/").json()
+    assert (detail["final_label"], detail["label_rule"], detail["reading_state"]) == ("normal", "single_read", "final")
+
+
+def test_review_queue_returns_the_next_studies_without_the_excluded_ones(api_client):
+    first, second, _third = (PredictionFactory().study for _ in range(3))
+    api_client.force_authenticate(reviewer())
+
+    response = api_client.get("/api/review-queue/", {"order": "age", "exclude": f"{first.pk}", "limit": 1})
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 2
+    assert [s["id"] for s in response.json()["results"]] == [second.pk]
+
+
+def test_review_queue_rejects_a_bad_filter_with_a_400(api_client):
+    api_client.force_authenticate(reviewer())
+    response = api_client.get("/api/review-queue/", {"order": "random", "exclude": "1,x"})
+    assert response.status_code == 400
+    assert set(response.json()) == {"order", "exclude"}
+
+
+def test_reject_needs_a_known_reason_and_changes_nothing_otherwise(api_client):
+    study = PredictionFactory().study
+    api_client.force_authenticate(reviewer())
+
+    bad = api_client.post(f"/api/studies/{study.pk}/reject/", {"reason": "ugly"})
+    good = api_client.post(f"/api/studies/{study.pk}/reject/", {"reason": "wrong_view", "comment": "lateral"})
+
+    assert bad.status_code == 400 and "reason" in bad.json()
+    assert good.status_code == 200 and good.json()["reading_state"] == "rejected"
+    assert good.json()["rejection_reason"] == "wrong_view"
+
+
+def test_uploaders_cannot_reject_and_reviewers_cannot_adjudicate_or_assign(api_client):
+    study = PredictionFactory().study
+    api_client.force_authenticate(uploader())
+    assert api_client.post(f"/api/studies/{study.pk}/reject/", {"reason": "unreadable"}).status_code == 403
+    api_client.force_authenticate(reviewer())
+    assert api_client.post(f"/api/studies/{study.pk}/adjudicate/", {"label": "covid", "reason": "x"}).status_code == 403
+    assert api_client.post(f"/api/studies/{study.pk}/assign/", {"reviewer": None}, format="json").status_code == 403
+    assert Study.objects.get(pk=study.pk).reading_state == "unread"
+
+
+def test_send_back_reopens_a_final_study(api_client):
+    study = PredictionFactory().study
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    api_client.force_authenticate(reviewer())
+
+    response = api_client.post(f"/api/studies/{study.pk}/send-back/")
+
+    assert response.status_code == 200
+    assert (response.json()["reading_state"], response.json()["final_label"]) == ("unread", None)
+
+
+def test_adjudication_endpoint_sets_the_final_label_of_a_disagreement(api_client, settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    study = PredictionFactory().study
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    review_submit(study=study, reviewer=reviewer(), label="normal")
+    api_client.force_authenticate(UserFactory(groups=["adjudicator"]))
+
+    queue = api_client.get("/api/adjudication-queue/").json()
+    response = api_client.post(f"/api/studies/{study.pk}/adjudicate/", {"label": "normal", "reason": "Clear lungs."})
+
+    assert [s["id"] for s in queue["results"]] == [study.pk]
+    assert response.status_code == 201 and response.json()["kind"] == "adjudication"
+    assert api_client.get(f"/api/studies/{study.pk}/").json()["label_rule"] == "adjudicated"
+
+
+def test_assign_puts_a_study_in_one_reviewers_queue(api_client):
+    study = PredictionFactory().study
+    ann = reviewer(username="ann")
+    api_client.force_authenticate(UserFactory(groups=["adjudicator"]))
+
+    response = api_client.post(f"/api/studies/{study.pk}/assign/", {"reviewer": "ann"}, format="json")
+    unknown = api_client.post(f"/api/studies/{study.pk}/assign/", {"reviewer": "zed"}, format="json")
+
+    assert response.status_code == 200 and response.json()["assigned_to"] == "ann"
+    assert unknown.status_code == 400 and "reviewer" in unknown.json()
+    api_client.force_authenticate(ann)
+    assert [s["id"] for s in api_client.get("/api/review-queue/", {"mine": "true"}).json()["results"]] == [study.pk]
+
+
+def test_a_reader_sees_neither_other_reads_nor_on_a_blinded_source_the_model(api_client, settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    study = PredictionFactory(study__source="blind").study
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    second = reviewer()
+    api_client.force_authenticate(second)
+
+    before = api_client.get(f"/api/studies/{study.pk}/").json()
+    api_client.post(f"/api/studies/{study.pk}/reviews/", {"label": "covid"})
+    after = api_client.get(f"/api/studies/{study.pk}/").json()
+
+    assert (before["reviews"], before["prediction"], before["blinded"]) == ([], None, {"reads": True, "model": True})
+    assert len(after["reviews"]) == 2 and after["prediction"]["label"] == "covid"
+    assert after["final_label"] == "covid" and after["label_rule"] == "unanimous"
+    assert Review.objects.filter(study=study).count() == 2

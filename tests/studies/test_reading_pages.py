@@ -1,0 +1,93 @@
+"""The reading pages and the study page's reading forms."""
+
+import pytest
+from django.urls import reverse
+
+from studies.models import Study
+from studies.services import review_submit
+from tests.factories import PredictionFactory, UserFactory, reviewer, uploader
+
+pytestmark = pytest.mark.django_db
+
+
+def test_queue_page_filters_by_source_and_rejects_a_bad_filter_with_a_message(client):
+    kept = PredictionFactory(study__source="site-a").study
+    PredictionFactory(study__source="site-b")
+    client.force_login(reviewer())
+
+    response = client.get(reverse("studies:queue"), {"source": "site-a", "order": "age"})
+    bad = client.get(reverse("studies:queue"), {"order": "random"})
+
+    assert [s.pk for s in response.context["page"].object_list] == [kept.pk]
+    assert "order:" in bad.content.decode()
+
+
+def test_reading_and_adjudication_pages_need_their_roles(client):
+    client.force_login(uploader())
+    assert client.get(reverse("studies:read")).status_code == 403
+    client.force_login(reviewer())
+    assert client.get(reverse("studies:read")).status_code == 200
+    assert client.get(reverse("studies:adjudication")).status_code == 403
+
+
+def test_reject_form_takes_the_study_out_of_reading(client):
+    study = PredictionFactory().study
+    client.force_login(reviewer())
+
+    response = client.post(reverse("studies:reject", args=[study.pk]), {"reason": "wrong_view"}, follow=True)
+
+    assert "rejected: it will not enter any dataset" in response.content.decode()
+    assert Study.objects.get(pk=study.pk).reading_state == "rejected"
+
+
+def test_adjudication_form_without_a_reason_shows_the_error_and_changes_nothing(client, settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    study = PredictionFactory().study
+    review_submit(study=study, reviewer=reviewer(), label="covid")
+    review_submit(study=study, reviewer=reviewer(), label="normal")
+    client.force_login(UserFactory(groups=["adjudicator"]))
+
+    response = client.post(reverse("studies:adjudicate", args=[study.pk]), {"label": "covid"}, follow=True)
+
+    assert "Say why this label" in response.content.decode()
+    assert Study.objects.get(pk=study.pk).reading_state == "disagreement"
+
+
+def test_a_reader_does_not_see_earlier_reads_on_the_study_page_until_they_read(client, settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    study = PredictionFactory().study
+    review_submit(study=study, reviewer=reviewer(username="ann"), label="pneumonia")
+    client.force_login(reviewer())
+
+    html = client.get(reverse("studies:detail", args=[study.pk])).content.decode()
+
+    assert "Other readers' labels are hidden" in html
+    assert "read by ann" not in html
+
+
+def test_dashboard_page_renders_for_any_user(client):
+    client.force_login(uploader())
+    assert client.get(reverse("studies:dashboard")).status_code == 200
+
+
+def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(client, settings):
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    study = PredictionFactory(study__source="blind", label="covid").study
+    reader = reviewer()
+    client.force_login(reader)
+
+    html = client.get(reverse("studies:detail", args=[study.pk])).content.decode()
+    client.post(reverse("studies:review", args=[study.pk]), {"label": "normal"})
+
+    assert "Hidden: blinded reading" in html and "Confirm COVID-19" not in html and "70.0%" not in html
+    assert Study.objects.get(pk=study.pk).label_final == "normal"
+
+
+def test_queue_page_hides_the_model_on_blinded_sources(client, settings):
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    PredictionFactory(study__source="blind", label="pneumonia")
+    client.force_login(reviewer())
+
+    html = client.get(reverse("studies:queue")).content.decode()
+
+    assert "blinded" in html and "Other pneumonia</span>" not in html
