@@ -57,6 +57,9 @@ class Study(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
     status_changed_at = models.DateTimeField(auto_now=True)
+    # How many times a worker has started predicting this study; a study whose worker keeps dying
+    # is failed with the reason after PREDICTION_MAX_ATTEMPTS (see studies_requeue_stale).
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]
