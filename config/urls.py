@@ -1,16 +1,11 @@
 from django.contrib import admin
-from django.http import JsonResponse
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from config.health import healthz, readyz
 from studies import apis as study_apis
 from training import apis as training_apis
-
-
-def healthz(request):
-    return JsonResponse({"status": "ok"})
-
 
 api_patterns = [
     path("auth/token/", obtain_auth_token, name="auth-token"),
@@ -41,6 +36,7 @@ urlpatterns = [
     path("api/", include((api_patterns, "api"))),
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz/", healthz, name="healthz"),
+    path("readyz/", readyz, name="readyz"),
     path("", include("training.urls")),
     path("", include("studies.urls")),
 ]

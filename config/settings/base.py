@@ -180,6 +180,10 @@ CELERY_REDIS_RETRY_ON_TIMEOUT = True
 # Liveness: `celery inspect ping` to a worker goes through the broker and is answered by the
 # consumer's own loop, so it fails for a worker that is alive but no longer consuming.
 WORKER_PING_TIMEOUT = env.float("WORKER_PING_TIMEOUT", default=5.0)
+# Each worker pings itself this often (0: off) and exits after this many unanswered pings while the
+# broker is reachable; its supervisor (compose restart policy, run-embedded.sh) starts a fresh one.
+WORKER_WATCHDOG_INTERVAL = env.float("WORKER_WATCHDOG_INTERVAL", default=20.0)
+WORKER_WATCHDOG_MISSES = env.int("WORKER_WATCHDOG_MISSES", default=3)
 # ------------------------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_ACKS_LATE = True

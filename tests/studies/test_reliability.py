@@ -1,14 +1,11 @@
 """No study is lost: leases and attempts for dead workers, idempotent recording, micro-batches,
 uploads while the broker or the database is down."""
 
-import socket
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from django.utils import timezone
 
-from config.celery import app
 from config.exceptions import exception_handler
 from studies.models import Prediction, Study
 from studies.services import prediction_record, studies_requeue_stale
@@ -108,29 +105,6 @@ def test_recording_the_same_prediction_twice_keeps_one_row_and_one_file(active_m
         )
     assert Prediction.objects.count() == 1
     assert len(list((media_root / "heatmaps").iterdir())) == 1
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def broker_down():
-    """The real Celery client publishing to a Redis port where nothing listens."""
-    previous = app.conf.broker_url, app.conf.task_always_eager
-    app.conf.broker_url = f"redis://127.0.0.1:{_closed_port()}/0"
-    app.conf.task_always_eager = False
-    _reset_connections()
-    yield
-    app.conf.broker_url, app.conf.task_always_eager = previous
-    _reset_connections()
-
-
-def _reset_connections() -> None:
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 @pytest.mark.django_db
