@@ -72,6 +72,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: wait on locks instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    # Write-ahead log: readers never wait for the writer, and a commit is one append (synchronous
+    # NORMAL keeps the database consistent on power loss; the last commits may be lost).
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -128,7 +131,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery. Embedded default: the filesystem transport under var/broker, no server needed.
-BROKER_DIR = VAR_DIR / "broker"
+BROKER_DIR = Path(env("BROKER_DIR", default=str(VAR_DIR / "broker")))
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
 
 # --- Reliability and throughput of predictions (README "Throughput and reliability") ---------------
