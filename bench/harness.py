@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -92,6 +93,11 @@ class Platform:
         self.extra_env = extra_env or {}
         self.token = ""
         self.env = self._environment()
+        self._roles: dict[str, list[str]] = {}
+        self._held: set[str] = set()  # roles stopped on purpose: the supervisor leaves them down
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.restarts: list[tuple[str, int]] = []
 
     # ----------------------------------------------------------------------------- setup
     def _environment(self) -> dict:
@@ -159,31 +165,54 @@ class Platform:
 
     # ----------------------------------------------------------------------------- processes
     def _spawn(self, name: str, args: list[str]) -> None:
+        self._roles[name] = args
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         self.processes[name] = subprocess.Popen(
             args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
 
-    def start(self, roles: tuple[str, ...] = PRODUCTION_ROLES) -> None:
+    def start(
+        self, roles: tuple[str, ...] = PRODUCTION_ROLES, *, supervise: bool = False, require_workers: bool = True
+    ) -> None:
+        """Start the roles and wait for /readyz/. ``supervise``: restart a role that exits, after
+        a second, as compose's ``restart: unless-stopped`` does."""
         if self.mode == "embedded":
             self._spawn("embedded", ["bash", "platform/run-embedded.sh"])
         else:
             for role in roles:
                 self.start_role(role)
+        self._accept = {"ok"} if require_workers else {"ok", "degraded"}
         wait_until(self._ready, timeout=180, interval=0.5, what=f"the {self.mode} platform to answer")
+        if supervise:
+            self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+            self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(1.0):
+            for name, process in list(self.processes.items()):
+                if process.poll() is not None and name not in self._held:
+                    self.restarts.append((name, process.returncode))
+                    self._spawn(name, self._roles[name])
+
+    def hold(self, role: str) -> None:
+        """Keep a role down (the supervisor will not restart it) until release()."""
+        self._held.add(role)
+
+    def release(self, role: str) -> None:
+        self._held.discard(role)
 
     def start_role(self, role: str) -> None:
         self._spawn(role, ["bash", "platform/entrypoint.sh", role])
 
     def _ready(self) -> bool:
         for name, process in self.processes.items():
-            if process.poll() is not None:
+            if process.poll() is not None and self._supervisor is None:
                 raise RuntimeError(f"{name} exited with {process.returncode}; see {self.workdir / (name + '.log')}")
         try:
             body = json.loads(self.get("/readyz/"))
         except (OSError, ValueError):
             return False
-        return body.get("status") == "ok"
+        return body.get("status") in self._accept
 
     def signal_role(self, role: str, sig: int) -> None:
         process = self.processes[role]
@@ -193,6 +222,9 @@ class Platform:
 
     def stop(self) -> dict[str, float]:
         """SIGTERM every process group and wait; returns the seconds each took to stop."""
+        self._stopping.set()
+        if self._supervisor:
+            self._supervisor.join(timeout=5)
         took = {}
         for name, process in self.processes.items():
             started = time.monotonic()

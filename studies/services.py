@@ -24,8 +24,12 @@ from studies.tasks import study_predict_task
 
 logger = logging.getLogger(__name__)
 
-# What a publish raises while the broker is unreachable (kombu wraps most; sockets raise OSError).
-DISPATCH_ERRORS = (KombuError, OSError, ConnectionError, TimeoutError)
+
+def _dispatch_errors() -> tuple[type[BaseException], ...]:
+    """What a publish raises while the broker is unreachable: kombu's own errors, socket errors and
+    the transport client's (redis-py raises its ConnectionError on a stale pooled connection)."""
+    connection = study_predict_task.app.connection_for_write()
+    return (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,7 @@ def study_prediction_dispatch(*, study_id: int) -> bool:
     (it is stored, the upload answers 201) and the requeue job sends it once the broker is back."""
     try:
         study_predict_task.delay(study_id)
-    except DISPATCH_ERRORS:
+    except _dispatch_errors():
         logger.warning("Broker unreachable: study %s stays queued for the requeue job", study_id, exc_info=True)
         return False
     return True
