@@ -59,15 +59,17 @@ case "${cmd}" in
         exec gunicorn -c platform/gunicorn.conf.py config.wsgi "$@"
         ;;
     worker-inference)
+        # Without gossip and mingle (unused here): restarting them after a broker outage is where
+        # workers were seen to fail ("Error on restarting Gossip", then no more consuming).
         wait_for_migrations
         # One process per core by default; each holds the active model and takes micro-batches.
         exec celery -A config worker -Q inference -c "${INFERENCE_CONCURRENCY:-$(nproc)}" -n "inference@%h" \
-            --prefetch-multiplier 1 -O fair --loglevel "${CELERY_LOG_LEVEL}" "$@"
+            --prefetch-multiplier 1 -O fair --without-gossip --without-mingle --loglevel "${CELERY_LOG_LEVEL}" "$@"
         ;;
     worker-training)
         wait_for_migrations
         exec celery -A config worker -Q training -c 1 -n "training@%h" \
-            --prefetch-multiplier 1 --loglevel "${CELERY_LOG_LEVEL}" "$@"
+            --prefetch-multiplier 1 --without-gossip --without-mingle --loglevel "${CELERY_LOG_LEVEL}" "$@"
         ;;
     beat)
         wait_for_migrations

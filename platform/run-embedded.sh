@@ -24,7 +24,7 @@ log() { echo "run-embedded: $*" >&2; }
 start_worker() {
     # -O fair with prefetch 1: a long training run (queue "training") never blocks predictions.
     $BIN/celery -A config worker -Q inference,training --concurrency "${CONCURRENCY}" --prefetch-multiplier 1 \
-        -O fair --loglevel INFO -n "${WORKER_NAME}" &
+        -O fair --without-gossip --without-mingle --loglevel INFO -n "${WORKER_NAME}" &
     worker_pid=$!
 }
 

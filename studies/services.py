@@ -115,7 +115,9 @@ def study_prediction_dispatch(*, study_id: int) -> bool:
     """Send a stored study's prediction message. With the broker down the study stays ``queued``
     (it is stored, the upload answers 201) and the requeue job sends it once the broker is back."""
     try:
-        study_predict_task.delay(study_id)
+        # No result is awaited here: without ignore_result the Redis result backend would open a
+        # subscription first, and fail on its own while the broker restarts.
+        study_predict_task.apply_async((study_id,), ignore_result=True)
     except _dispatch_errors():
         logger.warning("Broker unreachable: study %s stays queued for the requeue job", study_id, exc_info=True)
         return False
