@@ -52,8 +52,9 @@ def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float]:
     return images_per_s, statistics.median(singles)
 
 
-def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: int) -> dict:
-    platform = Platform(mode)
+def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: int, processes: int) -> dict:
+    extra = {"INFERENCE_CONCURRENCY": str(processes), "WORKER_CONCURRENCY": str(processes)} if processes else {}
+    platform = Platform(mode, extra_env=extra)
     try:
         platform.prepare()
         platform.start()
@@ -117,11 +118,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--idle-samples", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=0, help="inference worker processes (0: one per core)")
     args = parser.parse_args()
 
     paths = cxr_images(args.studies)
     modes = ["embedded", "production"] if args.mode == "both" else [args.mode]
-    results = {mode: platform_run(mode, paths, clients=args.clients, idle_samples=args.idle_samples) for mode in modes}
+    results = {
+        mode: platform_run(mode, paths, clients=args.clients, idle_samples=args.idle_samples, processes=args.processes)
+        for mode in modes
+    }
     raw_ips, raw_single = raw_pipeline(paths, batch_size=args.batch_size)
 
     print(f"{len(paths)} real X-rays, {args.clients} upload clients, starter model, raw batches of {args.batch_size}")
