@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from inference.preprocessing import display_image
 from studies.models import Label, Study
 from studies.permissions import CanUpload, IsReviewer
-from studies.selectors import study_get_for_user, study_latest_prediction, study_list
+from studies.selectors import study_as_created, study_get_for_user, study_latest_prediction, study_list
 from studies.services import image_check, review_submit, study_create
 
 
@@ -141,8 +141,8 @@ class StudyListCreateApi(APIView):
             source=data.get("source", ""),
             notes=data.get("notes", ""),
         )
-        study = study_get_for_user(user=request.user, study_id=study.pk)
-        return Response(StudyOutputSerializer(study, context={"request": request}).data, status=status.HTTP_201_CREATED)
+        output = StudyOutputSerializer(study_as_created(study), context={"request": request})
+        return Response(output.data, status=status.HTTP_201_CREATED)
 
 
 class StudyDetailApi(APIView):

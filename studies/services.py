@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
@@ -332,12 +332,28 @@ def study_predict_many(
     outcomes: dict[int, str] = {}
     try:
         outcomes.update(_studies_predict_claimed(claimed, model_version_id=model_version_id, loaded=loaded))
+    except (OperationalError, InterfaceError):
+        # The database went away mid-batch: transient. Give the studies back to the queue (the
+        # task retries; if even this fails, the lease brings them back) and let the task decide.
+        _studies_release(study_ids=[s.pk for s in claimed])
+        raise
     except Exception as exc:
         # The model or the storage is broken (transient database errors are retried by the task,
         # and the lease brings their studies back): store why on every study of the batch.
         logger.exception("Prediction failed for a batch of %s studies", len(claimed))
         outcomes.update(studies_mark_failed(study_ids=[s.pk for s in claimed], reason=f"{type(exc).__name__}: {exc}"))
     return {pk: outcomes.get(pk) or _outcome_unclaimed(pk, model_version_id) for pk in study_ids}
+
+
+def _studies_release(*, study_ids: list[int]) -> None:
+    try:
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()  # a broken connection: the update opens a fresh one
+        Study.objects.filter(pk__in=study_ids, status=Study.Status.PROCESSING).update(
+            status=Study.Status.QUEUED, status_changed_at=timezone.now()
+        )
+    except (OperationalError, InterfaceError):
+        logger.warning("Could not release %s studies; the requeue job will after the lease", len(study_ids))
 
 
 def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loaded: LoadedModel) -> dict[int, str]:

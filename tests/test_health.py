@@ -28,13 +28,16 @@ def test_readyz_answers_503_naming_the_broker_when_it_is_down(client, broker_dow
 
 @needs_redis
 @pytest.mark.django_db
-def test_readyz_is_ready_but_degraded_when_no_worker_answers(client, media_root):
+def test_readyz_answers_200_when_database_broker_and_media_are_up_and_says_which_workers_answer(client, media_root):
     media_root.mkdir(parents=True, exist_ok=True)
     response = client.get("/readyz/")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "degraded"
-    assert {name for name, check in body["checks"].items() if check["ok"]} == {"database", "broker", "media"}
+    assert all(body["checks"][name]["ok"] for name in ("database", "broker", "media"))
+    workers = body["checks"]["workers"]
+    # Other test runs may share this Redis: no worker (degraded) or some, each named.
+    assert (body["status"], workers["ok"]) in {("degraded", False), ("ok", True)}
+    assert workers.get("live") or workers.get("error")
 
 
 @needs_redis

@@ -2,6 +2,7 @@
 uploads while the broker or the database is down."""
 
 import pytest
+from celery.exceptions import Retry
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from django.utils import timezone
@@ -128,3 +129,37 @@ def test_a_database_outage_answers_503_with_retry_after_not_500():
     assert response.status_code == 503
     assert int(response["Retry-After"]) > 0
     assert "nothing was stored" in response.data["detail"]
+
+
+@pytest.mark.django_db
+def test_an_upload_answers_without_querying_after_its_commit(api_client, django_capture_on_commit_callbacks):
+    """A database lost after the commit cannot turn a stored study into an error and a retry."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    api_client.force_authenticate(uploader())
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=False):
+        response = api_client.post(
+            "/api/studies/", {"image": SimpleUploadedFile("x.png", png_bytes())}, format="multipart"
+        )
+    assert response.status_code == 201
+    assert response.json()["prediction"] is None and response.json()["reviews"] == []
+    sql = [q["sql"] for q in queries.captured_queries]
+    commit = max(i for i, q in enumerate(sql) if "RELEASE SAVEPOINT" in q or q.startswith("COMMIT") or "INSERT" in q)
+    assert not any(q.startswith("SELECT") for q in sql[commit + 1 :])
+
+
+@pytest.mark.django_db
+def test_a_database_lost_mid_batch_gives_the_studies_back_to_the_queue_for_the_retry(active_model, monkeypatch):
+    import studies.services as services
+
+    study = StudyFactory()
+
+    def database_gone(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "predict_batch", database_gone)
+    with pytest.raises((OperationalError, Retry)):  # autoretry: the task is sent again
+        study_predict_task.apply(args=[study.id], throw=True)
+    study.refresh_from_db()
+    assert study.status == Study.Status.QUEUED and not study.error
