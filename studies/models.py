@@ -64,6 +64,8 @@ class Study(models.Model):
     class Meta:
         ordering = ["-uploaded_at", "-id"]
         verbose_name_plural = "studies"
+        # The lists' order: a page far from the start is read from the index, not sorted.
+        indexes = [models.Index(fields=["-uploaded_at", "-id"], name="study_newest_first")]
 
     def __str__(self) -> str:
         return f"Study {self.pk}"
