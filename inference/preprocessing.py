@@ -93,16 +93,27 @@ def _read_bytes(source: ImageSource) -> bytes:
     return data
 
 
-def load_grayscale(source: ImageSource) -> np.ndarray:
-    """Decode a chest X-ray into an (H, W) uint8 array, contrast-stretched."""
+def _decode_checked(source: ImageSource) -> np.ndarray:
     data = _read_bytes(source)
     if not data:
         raise ImageDecodeError("The file is empty.")
     gray = _decode_dicom(data) if _is_dicom(data[: DICOM_MAGIC_OFFSET + 4]) else _decode_pillow(data)
     if min(gray.shape) < MIN_SIDE:
         raise ImageDecodeError(f"Image is too small ({gray.shape[1]}x{gray.shape[0]}); at least {MIN_SIDE} px a side.")
+    return gray
+
+
+def load_grayscale(source: ImageSource) -> np.ndarray:
+    """Decode a chest X-ray into an (H, W) uint8 array, contrast-stretched."""
     # The same stretch for every source, so exposure differs less between hospitals.
-    return _to_uint8(gray)
+    return _to_uint8(_decode_checked(source))
+
+
+def image_check_decode(source: ImageSource) -> tuple[int, int]:
+    """Decode fully and check a chest X-ray as load_grayscale does, without the contrast stretch
+    (most of its cost): an upload's validation. Returns (width, height)."""
+    gray = _decode_checked(source)
+    return gray.shape[1], gray.shape[0]
 
 
 def preprocess(gray: np.ndarray, size: int) -> np.ndarray:

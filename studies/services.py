@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
-from inference.preprocessing import ImageDecodeError, load_grayscale
+from inference.preprocessing import ImageDecodeError, image_check_decode
 from inference.services import LoadedModel, PredictionResult, decode_many, predict_batch
 from studies.models import Label, Patient, Prediction, Review, Study
 from studies.selectors import study_latest_prediction
@@ -47,14 +47,14 @@ def image_check(*, file: IO[bytes]) -> CheckedImage:
     """Decode an upload fully before anything is written; ValidationError says what is wrong."""
     data = file.read()
     try:
-        gray = load_grayscale(data)
+        width, height = image_check_decode(data)
     except ImageDecodeError as exc:
         raise ValidationError({"image": str(exc)}) from exc
     return CheckedImage(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
-        width=gray.shape[1],
-        height=gray.shape[0],
+        width=width,
+        height=height,
         suffix=_suffix_for(data),
     )
 
