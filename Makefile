@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint format bench clean
+.PHONY: run test install lint format bench bench-throughput bench-load drills clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -37,6 +37,17 @@ format: install
 
 bench: install
 	$(BIN)/python bench/learning_loop.py
+
+# Platform vs the model's own pipeline, both modes (needs PostgreSQL on 127.0.0.1 and redis-server).
+bench-throughput: install
+	$(BIN)/python bench/throughput.py
+
+bench-load: install
+	$(BIN)/python bench/load.py
+
+# Fault drills on the production roles: worker SIGKILL mid-batch, broker outages, database cuts.
+drills: install
+	$(BIN)/python bench/drills.py
 
 clean:
 	rm -rf var staticfiles .pytest_cache .ruff_cache

@@ -1,8 +1,13 @@
-"""The Celery app: reads the CELERY_* Django settings, finds each app's tasks.py."""
+"""The Celery app: reads the CELERY_* Django settings, finds each app's tasks.py; and the worker
+watchdog, which ends a worker that is alive but no longer consuming so that its supervisor (compose's
+restart policy, `make run`'s run-embedded.sh) starts a fresh one."""
 
+import logging
 import os
+import threading
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow: warnings and errors only
@@ -10,3 +15,54 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow: warnings and e
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+logger = logging.getLogger(__name__)
+WATCHDOG_EXIT_CODE = 70
+_stopping = threading.Event()
+
+
+def worker_consumes(hostname: str, *, timeout: float) -> bool | None:
+    """Ping one worker through the broker. The reply comes from the worker's consumer loop, the
+    one that also takes tasks, so an answer proves it consumes. None: the broker is unreachable
+    (not the worker's fault; it reconnects by itself)."""
+    try:
+        replies = app.control.ping(destination=[hostname], timeout=timeout)
+    except Exception:  # kombu and redis raise many types while the broker is down
+        return None
+    return any(hostname in reply for reply in replies)
+
+
+def _watch(hostname: str, interval: float, misses_allowed: int, timeout: float) -> None:
+    misses = 0
+    while not _stopping.wait(interval):
+        answered = worker_consumes(hostname, timeout=timeout)
+        if answered is None:
+            continue
+        misses = 0 if answered else misses + 1
+        if misses >= misses_allowed:
+            logger.critical(
+                "Worker %s answered no ping through a reachable broker %s times in a row: it no longer "
+                "consumes. Exiting (code %s) so that its supervisor starts a fresh one; unacknowledged "
+                "messages return to the queue and the requeue job brings back studies it held.",
+                hostname,
+                misses,
+                WATCHDOG_EXIT_CODE,
+            )
+            logging.shutdown()
+            os._exit(WATCHDOG_EXIT_CODE)
+
+
+@worker_ready.connect
+def start_worker_watchdog(sender=None, **kwargs) -> None:
+    from django.conf import settings
+
+    interval = settings.WORKER_WATCHDOG_INTERVAL
+    if interval <= 0 or sender is None:
+        return
+    args = (sender.hostname, interval, settings.WORKER_WATCHDOG_MISSES, settings.WORKER_PING_TIMEOUT)
+    threading.Thread(target=_watch, args=args, name="worker-watchdog", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def stop_worker_watchdog(**kwargs) -> None:
+    _stopping.set()

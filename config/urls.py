@@ -5,12 +5,9 @@ from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from accounts.apis import AuthTokenCreateApi
+from config.health import healthz, readyz
 from studies import apis as study_apis
 from training import apis as training_apis
-
-
-def healthz(request):
-    return JsonResponse({"status": "ok"})
 
 
 def not_found(request, exception=None):
@@ -63,6 +60,7 @@ urlpatterns = [
     path("api/", include((api_patterns, "api"))),
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz/", healthz, name="healthz"),
+    path("readyz/", readyz, name="readyz"),
     path("", include("training.urls")),
     path("", include("studies.urls")),
 ]

@@ -5,21 +5,26 @@ imported lazily so that Celery's prefork parent never initialises TensorFlow.
 """
 
 import io
+import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from inference.preprocessing import ImageSource, load_grayscale, preprocess
+from inference.preprocessing import ImageDecodeError, ImageSource, load_grayscale, preprocess
 
 LAST_CONV_LAYER = "last_conv"
 PROBABILITY_FLOOR = 1e-7  # log(0) guard when softmax outputs are turned back into logits
 _CACHE_SIZE = 2
-OVERLAY_MAX_SIDE = 768
+OVERLAY_MAX_SIDE = 768  # Grad-CAM overlays are pictures to look at, written downscaled
+IMAGE_THREADS = int(os.environ.get("INFERENCE_IMAGE_THREADS", "2"))
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,9 @@ def predict_raw(loaded: LoadedModel, batch: np.ndarray, batch_size: int = 32) ->
 
 
 def _explainer(model: Any) -> Any:
-    """One compiled pass giving the probabilities and the Grad-CAM of the top class, or None
-    for a model without a ``last_conv`` layer."""
+    """One compiled pass giving a batch's probabilities and each image's Grad-CAM of its own top
+    class, or None for a model without a ``last_conv`` layer. Images are independent in inference
+    mode, so the gradient of the sum of each image's top score gives every image its own map."""
     import keras
     import tensorflow as tf
 
@@ -152,29 +158,116 @@ def _explainer(model: Any) -> Any:
     def explain(images: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             features, probabilities = grad_model(images, training=False)
-            top = tf.gather(probabilities, tf.argmax(probabilities[0]), axis=1)
+            top = tf.reduce_max(probabilities, axis=-1)
         weights = tf.reduce_mean(tape.gradient(top, features), axis=(1, 2))
-        cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0]
-        return probabilities, cam / tf.maximum(tf.reduce_max(cam), 1e-12)
+        cams = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))
+        peak = tf.maximum(tf.reduce_max(cams, axis=(1, 2), keepdims=True), 1e-12)
+        return probabilities, cams / peak
 
     return explain
 
 
-def heatmap_overlay_jpeg(gray: np.ndarray, heat: np.ndarray) -> bytes:
-    """Blend a 0..1 heatmap (any size) over the grayscale image, as JPEG bytes."""
+def heatmap_overlay_jpeg(gray: np.ndarray, heat: np.ndarray, *, max_side: int = OVERLAY_MAX_SIDE) -> bytes:
+    """Blend a 0..1 heatmap (any size) over the grayscale image, as JPEG bytes no larger than
+    ``max_side``: the image is downscaled first, so the blend costs the same for any upload."""
     from matplotlib import colormaps
 
     base = Image.fromarray(gray)
-    base.thumbnail((OVERLAY_MAX_SIDE, OVERLAY_MAX_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    base = base.convert("RGB")  # downscaled first: the blend costs the overlay's pixels, not the original's
+    base.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     heat_img = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
-    colored = (colormaps["jet"](np.asarray(heat_img) / 255.0)[:, :, :3] * 255).astype(np.uint8)
-    alpha = (np.asarray(heat_img, dtype=np.float32) / 255.0 * 0.5)[:, :, None]
-    blended = (np.asarray(base) * (1 - alpha) + colored * alpha).astype(np.uint8)
-    out = Image.fromarray(blended)
+    heat_u8 = np.asarray(heat_img)
+    colored = _jet_lut(colormaps)[heat_u8]
+    alpha = (heat_u8.astype(np.float32) / 255.0 * 0.5)[:, :, None]
+    blended = (np.asarray(base, dtype=np.float32)[:, :, None] * (1 - alpha) + colored * alpha).astype(np.uint8)
     buffer = io.BytesIO()
-    out.save(buffer, format="JPEG", quality=88)  # a picture to look at: PNG cost 10x the time
+    Image.fromarray(blended).save(buffer, format="JPEG", quality=88)  # a picture to look at: PNG cost 10x
     return buffer.getvalue()
+
+
+_JET: np.ndarray | None = None
+
+
+def _jet_lut(colormaps: Any) -> np.ndarray:
+    """The jet colour map as a 256-entry uint8 lookup table (indexing beats calling it per pixel)."""
+    global _JET
+    if _JET is None:
+        _JET = (colormaps["jet"](np.arange(256) / 255.0)[:, :3] * 255).astype(np.float32)
+    return _JET
+
+
+def predict_batch(
+    grays: Sequence[np.ndarray],
+    loaded: LoadedModel,
+    *,
+    sites: Sequence[str] | None = None,
+    with_heatmap: bool = True,
+    overlay_max_side: int = OVERLAY_MAX_SIDE,
+) -> list[PredictionResult]:
+    """Classify decoded grayscale images from their ``sites`` in one batch with the deployed
+    decision rule: preprocessing outside the compiled function, then one forward + Grad-CAM pass
+    for the whole batch, then the overlays. ``inference_ms`` is each image's share of the pass."""
+    if not grays:
+        return []
+    sites = list(sites) if sites is not None else [""] * len(grays)
+    batch = np.stack([preprocess(gray, loaded.input_size) for gray in grays])
+    cams = None
+    started = time.perf_counter()
+    if with_heatmap and loaded.explain is not None:
+        raw, cams_t = loaded.explain(batch)
+        probabilities = loaded.decision.adjust(np.asarray(raw), sites)
+        cams = np.asarray(cams_t)
+    else:
+        probabilities = predict_arrays(loaded, batch, sites=sites)
+    per_image_ms = (time.perf_counter() - started) * 1000.0 / len(grays)
+    overlays: list[bytes | None] = [None] * len(grays)
+    if cams is not None:
+        overlays = list(_overlay_pool().map(partial(heatmap_overlay_jpeg, max_side=overlay_max_side), grays, cams))
+    results = []
+    for row, overlay in zip(probabilities, overlays, strict=True):
+        index = int(np.argmax(row))
+        results.append(
+            PredictionResult(
+                probabilities={name: float(p) for name, p in zip(loaded.class_names, row, strict=True)},
+                label=loaded.class_names[index],
+                confidence=float(row[index]),
+                inference_ms=per_image_ms,
+                heatmap_jpeg=overlay,
+            )
+        )
+    return results
+
+
+_pool: ThreadPoolExecutor | None = None
+
+
+def _overlay_pool() -> ThreadPoolExecutor:
+    """Threads for image work outside the model (Pillow and numpy release the GIL)."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="cxr-image")
+    return _pool
+
+
+def decode_many(sources: Sequence[ImageSource]) -> list[np.ndarray | ImageDecodeError]:
+    """Decode images on the image threads; an unreadable one gives its ImageDecodeError in its place."""
+
+    def decode(source: ImageSource) -> np.ndarray | ImageDecodeError:
+        try:
+            return load_grayscale(source)
+        except ImageDecodeError as exc:
+            return exc
+        except OSError as exc:  # the stored file is gone or unreadable
+            return ImageDecodeError(f"Cannot read the stored image: {exc}")
+
+    return list(_overlay_pool().map(decode, sources))
+
+
+def warm_up(loaded: LoadedModel, *, batch_sizes: Sequence[int] = (1, 2)) -> None:
+    """Trace the compiled functions before the first study: two batch sizes make TensorFlow
+    generalise the batch dimension, so later batches of any size reuse the same graph."""
+    for size in batch_sizes:
+        grays = [np.full((loaded.input_size, loaded.input_size), 128, dtype=np.uint8)] * size
+        predict_batch(grays, loaded, sites=[""] * size)
 
 
 def predict_image(
@@ -182,22 +275,4 @@ def predict_image(
 ) -> PredictionResult:
     """Decode, preprocess and classify one image from ``site`` with the deployed decision rule;
     optionally explain the network's top class."""
-    gray = load_grayscale(source)
-    batch = preprocess(gray, loaded.input_size)[None]
-    heat = None
-    started = time.perf_counter()
-    if with_heatmap and loaded.explain is not None:
-        raw, cam = loaded.explain(batch)
-        probabilities = loaded.decision.adjust(np.asarray(raw), [site])[0]
-        heat = np.asarray(cam)
-    else:
-        probabilities = predict_arrays(loaded, batch, sites=[site])[0]
-    inference_ms = (time.perf_counter() - started) * 1000.0
-    index = int(np.argmax(probabilities))
-    return PredictionResult(
-        probabilities={name: float(p) for name, p in zip(loaded.class_names, probabilities, strict=True)},
-        label=loaded.class_names[index],
-        confidence=float(probabilities[index]),
-        inference_ms=inference_ms,
-        heatmap_jpeg=heatmap_overlay_jpeg(gray, heat) if heat is not None else None,
-    )
+    return predict_batch([load_grayscale(source)], loaded, sites=[site], with_heatmap=with_heatmap)[0]

@@ -5,7 +5,10 @@
 #   worker-training   Celery worker on the "training" queue (one run at a time)
 #   beat              Celery beat with the database scheduler
 #   bootstrap         python manage.py bootstrap (one-shot)
-#   healthcheck       exit 0 when the web process answers /healthz/
+#   healthcheck [P]   exit 0 when the web process answers P with 200 (default /healthz/;
+#                     the compose check uses /readyz/: database, broker and media)
+#   worker-liveness Q exit 0 when the worker Q@$HOSTNAME (inference, training) answers a ping
+#                     through the broker: it is alive and still consuming
 #   anything else     exec'd as is (e.g. "python manage.py shell")
 set -euo pipefail
 
@@ -56,14 +59,17 @@ case "${cmd}" in
         exec gunicorn -c platform/gunicorn.conf.py config.wsgi "$@"
         ;;
     worker-inference)
+        # Without gossip and mingle (unused here): restarting them after a broker outage is where
+        # workers were seen to fail ("Error on restarting Gossip", then no more consuming).
         wait_for_migrations
-        exec celery -A config worker -Q inference,repredict -c "${INFERENCE_CONCURRENCY:-2}" -n "inference@%h" \
-            --prefetch-multiplier 1 -O fair --loglevel "${CELERY_LOG_LEVEL}" "$@"
+        # One process per core by default; each holds the active model and takes micro-batches.
+        exec celery -A config worker -Q inference,repredict -c "${INFERENCE_CONCURRENCY:-$(nproc)}" -n "inference@%h" \
+            --prefetch-multiplier 1 -O fair --without-gossip --without-mingle --loglevel "${CELERY_LOG_LEVEL}" "$@"
         ;;
     worker-training)
         wait_for_migrations
         exec celery -A config worker -Q training -c 1 -n "training@%h" \
-            --prefetch-multiplier 1 --loglevel "${CELERY_LOG_LEVEL}" "$@"
+            --prefetch-multiplier 1 --without-gossip --without-mingle --loglevel "${CELERY_LOG_LEVEL}" "$@"
         ;;
     beat)
         wait_for_migrations
@@ -74,10 +80,15 @@ case "${cmd}" in
         wait_for_migrations
         exec python manage.py bootstrap "$@"
         ;;
+    worker-liveness)
+        # The reply comes from the worker's consumer loop: a worker that is alive but no longer
+        # consumes (seen after broker restarts) fails this, and its own watchdog makes it exit.
+        exec celery -A config inspect ping -d "${1:-inference}@$(hostname)" --timeout "${WORKER_PING_TIMEOUT:-5}"
+        ;;
     healthcheck)
         # Sends a Host from ALLOWED_HOSTS and X-Forwarded-Proto: https (the proxy header the
         # production settings trust), so host validation and SECURE_SSL_REDIRECT let it through.
-        exec python - <<'PY'
+        HEALTH_PATH="${1:-/healthz/}" exec python - <<'PY'
 import os
 import sys
 import urllib.request
@@ -85,7 +96,7 @@ import urllib.request
 hosts = [h.strip().lstrip(".") for h in os.environ.get("ALLOWED_HOSTS", "").split(",")]
 host = next((h for h in hosts if h and "*" not in h), "localhost")
 request = urllib.request.Request(
-    f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz/",
+    f"http://127.0.0.1:{os.environ.get('PORT', '8000')}{os.environ['HEALTH_PATH']}",
     headers={"Host": host, "X-Forwarded-Proto": "https"},
 )
 try:

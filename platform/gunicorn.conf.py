@@ -21,7 +21,9 @@ def _default_workers() -> int:
 bind = f"0.0.0.0:{_env_int('PORT', 8000)}"
 # WEB_CONCURRENCY unset, empty or 0: automatic.
 workers = _env_int("WEB_CONCURRENCY", 0) or _default_workers()
-worker_class = "sync"
+# GUNICORN_THREADS > 1: threaded workers (gthread), which overlap database waits within a worker.
+threads = _env_int("GUNICORN_THREADS", 1)
+worker_class = "gthread" if threads > 1 else "sync"
 timeout = _env_int("GUNICORN_TIMEOUT", 60)
 graceful_timeout = 30
 keepalive = 5
@@ -34,7 +36,7 @@ max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 100)
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Logs to stdout/stderr for the container runtime; access log lines carry no request bodies.
-accesslog = "-"
+accesslog = None if os.environ.get("GUNICORN_ACCESS_LOG", "true").lower() == "false" else "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 

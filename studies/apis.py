@@ -22,6 +22,7 @@ from studies.selectors import (
     QUEUE_ORDERS,
     adjudication_queue_list,
     review_queue_list,
+    study_as_created,
     study_blinding,
     study_get_for_user,
     study_image_for_browser,
@@ -239,8 +240,8 @@ class StudyListCreateApi(APIView):
                 view=data.get("view", ""),
                 notes=data.get("notes", ""),
             )
-        study = study_get_for_user(user=request.user, study_id=study.pk)
-        return Response(StudyOutputSerializer(study, context={"request": request}).data, status=status.HTTP_201_CREATED)
+        output = StudyOutputSerializer(study_as_created(study), context={"request": request})
+        return Response(output.data, status=status.HTTP_201_CREATED)
 
 
 class StudyDetailApi(APIView):

@@ -115,6 +115,9 @@ class Study(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     error = models.TextField(blank=True)
     status_changed_at = models.DateTimeField(auto_now=True)
+    # How many times a worker has started predicting this study; a study whose worker keeps dying
+    # is failed with the reason after PREDICTION_MAX_ATTEMPTS (see studies_requeue_stale).
+    attempts = models.PositiveSmallIntegerField(default=0)
 
     # Reading: set only by the reading services (studies/services.py), from the reviews of the current round.
     class Reading(models.TextChoices):
@@ -151,6 +154,8 @@ class Study(models.Model):
     class Meta:
         ordering = ["-uploaded_at", "-id"]
         verbose_name_plural = "studies"
+        # The lists' order: a page far from the start is read from the index, not sorted.
+        indexes = [models.Index(fields=["-uploaded_at", "-id"], name="study_newest_first")]
 
     def __str__(self) -> str:
         return f"Study {self.pk}"

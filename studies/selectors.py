@@ -133,6 +133,19 @@ def study_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QueryS
     return study_visible_queryset(user=user).filter(**lookups)
 
 
+def study_as_created(study: Study) -> Study:
+    """A study just stored, shaped as study_annotate would shape it, without another query: it has
+    no prediction and no review yet. An upload's answer then needs nothing more from the database,
+    so a database lost after the commit cannot turn a stored study into an error (and a retry)."""
+    study.final_label = None
+    study.is_reviewed = False
+    study.predicted_label = None
+    study.predicted_confidence = None
+    study.predicted_entropy = None
+    study._prefetched_objects_cache = {"predictions": Prediction.objects.none(), "reviews": Review.objects.none()}
+    return study
+
+
 def study_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:
     return get_object_or_404(study_visible_queryset(user=user), pk=study_id)
 

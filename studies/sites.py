@@ -9,7 +9,7 @@ everything everywhere.
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils.text import slugify
 
 from studies.models import Site, SiteMembership, Study
@@ -32,17 +32,26 @@ def user_site_ids(user: AbstractBaseUser, *, roles: tuple[str, ...] = UPLOAD_ROL
     return SiteMembership.objects.filter(user_id=user.pk, role__in=roles).values("site_id")
 
 
+def _roles(user: AbstractBaseUser) -> frozenset[str]:
+    """The roles a user holds at any site, read once per user object (one request): serializers and
+    permissions ask for every row."""
+    if "_site_roles" not in user.__dict__:
+        roles = SiteMembership.objects.filter(user_id=user.pk).values_list("role", flat=True).distinct()
+        user.__dict__["_site_roles"] = frozenset(roles)
+    return user.__dict__["_site_roles"]
+
+
 def user_is_reviewer(user: AbstractBaseUser) -> bool:
     """Reviews somewhere: a reviewer or site lead at some site, or a superuser."""
     if not user.is_authenticated:
         return False
-    return user.is_superuser or SiteMembership.objects.filter(user_id=user.pk, role__in=REVIEW_ROLES).exists()
+    return user.is_superuser or bool(_roles(user) & set(REVIEW_ROLES))
 
 
 def user_can_upload(user: AbstractBaseUser) -> bool:
     if not user.is_authenticated:
         return False
-    return user.is_superuser or SiteMembership.objects.filter(user_id=user.pk).exists()
+    return user.is_superuser or bool(_roles(user))
 
 
 def user_has_role(user: AbstractBaseUser) -> bool:
@@ -54,16 +63,17 @@ def user_has_role(user: AbstractBaseUser) -> bool:
 
 
 def user_is_adjudicator(user: AbstractBaseUser) -> bool:
-    """Settles readers' disagreements: a site lead, a member of the ``adjudicator`` group who reviews
-    somewhere, or a superuser. Which studies they see still follows their sites."""
+    """Settles readers' disagreements: a site lead, a reviewer in the ``adjudicator`` group, or a
+    superuser. Which studies they see still follows their sites."""
     if not user.is_authenticated:
         return False
-    return (
-        user.is_superuser
-        or SiteMembership.objects.filter(
-            Q(role=Role.LEAD) | Q(role=Role.REVIEWER, user__groups__name="adjudicator"), user_id=user.pk
-        ).exists()
-    )
+    if user.is_superuser or Role.LEAD in _roles(user):
+        return True
+    if Role.REVIEWER not in _roles(user):
+        return False
+    if "_adjudicator_group" not in user.__dict__:
+        user.__dict__["_adjudicator_group"] = user.groups.filter(name="adjudicator").exists()
+    return user.__dict__["_adjudicator_group"]
 
 
 def user_is_site_lead(user: AbstractBaseUser) -> bool:

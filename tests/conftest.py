@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from django.core.files import File
 
+from config.celery import app
 from tests import factories
 
 CI = os.environ.get("CI", "").lower() == "true"
@@ -88,3 +89,26 @@ def reviewer_user(db):
 @pytest.fixture
 def uploader_user(db):
     return factories.uploader()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def broker_down():
+    """The real Celery client publishing to a Redis port where nothing listens."""
+    previous = app.conf.broker_url, app.conf.task_always_eager
+    app.conf.broker_url = f"redis://127.0.0.1:{closed_port()}/0"
+    app.conf.task_always_eager = False
+    _reset_connections()
+    yield
+    app.conf.broker_url, app.conf.task_always_eager = previous
+    _reset_connections()
+
+
+def _reset_connections() -> None:
+    app._pool = None
+    app.amqp._producer_pool = None

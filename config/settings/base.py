@@ -82,6 +82,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share one file: wait on locks instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})
     DATABASES["default"]["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE"})
+    # Write-ahead log: readers never wait for the writer, and a commit is one append (synchronous
+    # NORMAL keeps the database consistent on power loss; the last commits may be lost).
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -206,17 +209,66 @@ AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_VERBOSE = False
 
 # Celery. Embedded default: the filesystem transport under var/broker, no server needed.
-BROKER_DIR = VAR_DIR / "broker"
+BROKER_DIR = Path(env("BROKER_DIR", default=str(VAR_DIR / "broker")))
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+
+# --- Reliability and throughput of predictions (README "Throughput and reliability") ---------------
+# A study `processing` longer than the lease lost its worker: the requeue job sends it back to the
+# queue, and fails it with the reason once it has been started PREDICTION_MAX_ATTEMPTS times.
+PREDICTION_LEASE_SECONDS = env.int("PREDICTION_LEASE_SECONDS", default=120)
+PREDICTION_MAX_ATTEMPTS = env.int("PREDICTION_MAX_ATTEMPTS", default=3)
+# Micro-batches: a worker takes up to this many waiting studies into one forward + Grad-CAM pass.
+PREDICTION_BATCH_SIZE = env.int("PREDICTION_BATCH_SIZE", default=16)
+# Filesystem broker: seconds between looks at the queue folder (kombu's default, 1 s, was the
+# whole idle latency of `make run`); a look is one directory listing.
+BROKER_POLLING_INTERVAL = env.float("BROKER_POLLING_INTERVAL", default=0.05)
+# Broker outages: publish gives up fast (the study stays queued, the requeue job sends it later),
+# workers reconnect forever, sockets notice a dead peer, unacknowledged messages come back after
+# the lease (Redis visibility timeout), and tasks cut off by a lost connection are redelivered.
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("BROKER_CONNECTION_TIMEOUT", default=2.0)
+CELERY_BROKER_HEARTBEAT = 10
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A pool process loads TensorFlow and warms the model before it reports up (worker_process_init):
+# the default 4 s made a replacement process, started after a connection loss, be killed in a loop.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("WORKER_PROC_ALIVE_TIMEOUT", default=120.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 if CELERY_BROKER_URL.startswith("filesystem"):
-    for folder in ("queue", "processed"):
+    for folder in ("queue", "processed", "control"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        # Broadcast (celery inspect ping, the liveness check) needs a folder of its own at runtime.
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
+        "polling_interval": BROKER_POLLING_INTERVAL,
     }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": PREDICTION_LEASE_SECONDS + 60,
+        "socket_connect_timeout": 2,
+        "socket_timeout": 10,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = 2
+CELERY_REDIS_SOCKET_TIMEOUT = 10
+CELERY_REDIS_SOCKET_KEEPALIVE = True
+CELERY_REDIS_BACKEND_HEALTH_CHECK_INTERVAL = 10
+CELERY_REDIS_RETRY_ON_TIMEOUT = True
+# Liveness: `celery inspect ping` to a worker goes through the broker and is answered by the
+# consumer's own loop, so it fails for a worker that is alive but no longer consuming.
+WORKER_PING_TIMEOUT = env.float("WORKER_PING_TIMEOUT", default=5.0)
+# Each worker pings itself this often (0: off) and exits after this many unanswered pings while the
+# broker is reachable; its supervisor (compose restart policy, run-embedded.sh) starts a fresh one.
+WORKER_WATCHDOG_INTERVAL = env.float("WORKER_WATCHDOG_INTERVAL", default=20.0)
+WORKER_WATCHDOG_MISSES = env.int("WORKER_WATCHDOG_MISSES", default=3)
+# ------------------------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -273,8 +325,8 @@ PROMOTION = {
     # A candidate non-inferior everywhere but better nowhere is promoted: it has seen more data.
     "PROMOTE_TIES": env.bool("PROMOTION_PROMOTE_TIES", default=True),
 }
-# A study left queued this long is dispatched again by the beat job.
-REQUEUE_AFTER_SECONDS = env.int("REQUEUE_AFTER_SECONDS", default=300)
+# A study left queued this long is dispatched again by the beat job (every minute).
+REQUEUE_AFTER_SECONDS = env.int("REQUEUE_AFTER_SECONDS", default=120)
 # After a promotion the unreviewed studies are answered again by the new model, this many per
 # message; while uploads wait, the re-prediction steps back for this many seconds.
 REPREDICT_BATCH_SIZE = env.int("REPREDICT_BATCH_SIZE", default=32)

@@ -51,6 +51,7 @@ def test_a_deleted_study_is_skipped():
 @pytest.mark.django_db
 def test_studies_left_queued_are_dispatched_again(active_model, settings, django_capture_on_commit_callbacks):
     settings.REQUEUE_AFTER_SECONDS = 60
+    settings.PREDICTION_BATCH_SIZE = 1  # the re-dispatched study alone, not the fresh one with it
     stale, fresh = StudyFactory(), StudyFactory()
     Study.objects.filter(pk=stale.pk).update(status_changed_at=timezone.now() - timezone.timedelta(minutes=5))
     with django_capture_on_commit_callbacks(execute=True):

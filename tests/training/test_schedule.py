@@ -7,11 +7,11 @@ from config.celery import app
 
 
 @pytest.mark.django_db
-def test_nightly_retraining_and_requeue_jobs_are_scheduled_and_registered():
+def test_nightly_retraining_and_a_requeue_job_every_minute_are_scheduled_and_registered():
     nightly = PeriodicTask.objects.get(task="training.retrain_if_due")
     assert nightly.enabled and (nightly.crontab.minute, nightly.crontab.hour) == ("0", "2")
     requeue = PeriodicTask.objects.get(task="inference.requeue_stale_studies")
-    assert requeue.interval.every == 5 and requeue.interval.period == "minutes"
+    assert requeue.interval.every == 1 and requeue.interval.period == "minutes"
     app.loader.import_default_modules()
     assert {"training.retrain_if_due", "inference.requeue_stale_studies"} <= set(app.tasks)
 

@@ -1,0 +1,145 @@
+"""Prediction throughput and idle latency of the platform against the same model's own pipeline.
+
+    .venv/bin/python bench/throughput.py [--mode embedded|production|both] [--studies 200] [--clients 4]
+
+In one run, on this machine:
+  raw pipeline   one process: decode, batched forward + Grad-CAM, overlays (the model's own limit),
+                 and the single-image latency (decode + forward + Grad-CAM + overlay of one image)
+  platform       a fresh platform (bench/harness.py) in each mode; N real X-rays uploaded through
+                 POST /api/studies/ by C client threads; timed from the first upload until every
+                 study is predicted; then single studies uploaded one at a time on an idle platform,
+                 timed from the upload until the API shows the prediction (polled every 20 ms)
+Prints images/s, the platform/raw ratio, and the idle added latency (platform - model's own).
+"""
+
+import argparse
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import Platform, cxr_images, wait_until  # noqa: E402
+
+
+def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float]:
+    """(images/s in batches, median single-image latency in s) of the model in this process."""
+    import json
+
+    from inference.services import decode_many, load_model, predict_batch, warm_up
+
+    metadata = json.loads((ROOT / "models/starter/metadata.json").read_text())
+    loaded = load_model(
+        str(ROOT / "models/starter/model.keras"),
+        key="bench-raw",
+        class_names=metadata["class_names"],
+        input_size=metadata["input_size"],
+    )
+    warm_up(loaded)
+    blobs = [p.read_bytes() for p in paths]
+    started = time.perf_counter()
+    for start in range(0, len(blobs), batch_size):
+        predict_batch(decode_many(blobs[start : start + batch_size]), loaded)
+    images_per_s = len(blobs) / (time.perf_counter() - started)
+    singles = []
+    for blob in blobs[:30]:
+        t0 = time.perf_counter()
+        predict_batch(decode_many([blob]), loaded)
+        singles.append(time.perf_counter() - t0)
+    return images_per_s, statistics.median(singles)
+
+
+def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: int, processes: int) -> dict:
+    extra = {"INFERENCE_CONCURRENCY": str(processes), "WORKER_CONCURRENCY": str(processes)} if processes else {}
+    platform = Platform(mode, extra_env=extra)
+    try:
+        platform.prepare()
+        platform.start()
+        # Warm the whole path once (web, broker, worker) before timing.
+        for path in paths[:2]:
+            assert platform.upload(path.read_bytes())[0] == 201
+        wait_until(lambda: platform.count("predicted") == 2, timeout=120, what="warm-up predictions")
+
+        statuses: list[int] = []
+        lock = threading.Lock()
+
+        def client(chunk: list[Path]) -> None:
+            for path in chunk:
+                status, _ = platform.upload(path.read_bytes(), filename=path.name)
+                with lock:
+                    statuses.append(status)
+
+        chunks = [paths[i::clients] for i in range(clients)]
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(chunk,)) for chunk in chunks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        uploaded_in = time.perf_counter() - started
+        total = 2 + len(paths)
+        wait_until(
+            lambda: platform.count("predicted") + platform.count("failed") >= total,
+            timeout=1800,
+            interval=0.1,
+            what="all predictions",
+        )
+        elapsed = time.perf_counter() - started
+
+        latencies = []
+        for path in paths[:idle_samples]:
+            time.sleep(0.5)  # idle: nothing queued, workers waiting
+            t0 = time.perf_counter()
+            status, body = platform.upload(path.read_bytes())
+            assert status == 201, body
+            study = f"/api/studies/{body['id']}/"
+            wait_until(lambda s=study: b'"status":"predicted"' in platform.get(s), timeout=60, interval=0.02,
+                       what="one prediction")  # fmt: skip
+            latencies.append(time.perf_counter() - t0)
+        return {
+            "images_per_s": len(paths) / elapsed,
+            "uploads_per_s": len(paths) / uploaded_in,
+            "non_201": sum(1 for s in statuses if s != 201),
+            "failed": platform.count("failed"),
+            "idle_latency_s": statistics.median(latencies),
+        }
+    finally:
+        platform.stop()
+        platform.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=["embedded", "production", "both"], default="both")
+    parser.add_argument("--studies", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--idle-samples", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=0, help="inference worker processes (0: one per core)")
+    args = parser.parse_args()
+
+    paths = cxr_images(args.studies)
+    modes = ["embedded", "production"] if args.mode == "both" else [args.mode]
+    results = {
+        mode: platform_run(mode, paths, clients=args.clients, idle_samples=args.idle_samples, processes=args.processes)
+        for mode in modes
+    }
+    raw_ips, raw_single = raw_pipeline(paths, batch_size=args.batch_size)
+
+    print(f"{len(paths)} real X-rays, {args.clients} upload clients, starter model, raw batches of {args.batch_size}")
+    print(f"raw pipeline (one process)          {raw_ips:7.1f} images/s; one image {raw_single * 1000:6.1f} ms")
+    for mode, r in results.items():
+        print(
+            f"platform {mode:<11} {r['images_per_s']:7.1f} images/s  ratio {r['images_per_s'] / raw_ips:5.2f}  "
+            f"(uploads {r['uploads_per_s']:5.1f}/s, non-201 {r['non_201']}, failed {r['failed']})  "
+            f"idle upload->prediction {r['idle_latency_s'] * 1000:6.0f} ms, "
+            f"added {1000 * (r['idle_latency_s'] - raw_single):6.0f} ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

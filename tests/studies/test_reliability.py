@@ -1,0 +1,165 @@
+"""No study is lost: leases and attempts for dead workers, idempotent recording, micro-batches,
+uploads while the broker or the database is down."""
+
+import pytest
+from celery.exceptions import Retry
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import OperationalError
+from django.utils import timezone
+
+from config.exceptions import exception_handler
+from studies.models import Prediction, Study
+from studies.services import prediction_record, studies_requeue_stale
+from studies.tasks import requeue_stale_studies_task, study_predict_task
+from tests.factories import StudyFactory, uploader
+from tests.images import png_bytes
+
+
+def _age(study: Study, *, seconds: int, **fields) -> None:
+    Study.objects.filter(pk=study.pk).update(
+        status_changed_at=timezone.now() - timezone.timedelta(seconds=seconds), **fields
+    )
+
+
+@pytest.mark.django_db
+def test_a_study_processing_past_the_lease_goes_back_to_the_queue_and_is_predicted(
+    active_model, settings, django_capture_on_commit_callbacks
+):
+    settings.PREDICTION_LEASE_SECONDS = 60
+    lost, running = StudyFactory(), StudyFactory()
+    _age(lost, seconds=120, status=Study.Status.PROCESSING, attempts=1)
+    _age(running, seconds=10, status=Study.Status.PROCESSING, attempts=1)
+    settings.PREDICTION_BATCH_SIZE = 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert requeue_stale_studies_task.apply().get() == 1
+    lost.refresh_from_db()
+    running.refresh_from_db()
+    assert lost.status == Study.Status.PREDICTED and lost.attempts == 2
+    assert running.status == Study.Status.PROCESSING and running.attempts == 1
+
+
+@pytest.mark.django_db
+def test_a_study_whose_worker_died_on_every_attempt_is_failed_with_the_reason(settings):
+    settings.PREDICTION_LEASE_SECONDS = 60
+    settings.PREDICTION_MAX_ATTEMPTS = 3
+    study = StudyFactory()
+    _age(study, seconds=120, status=Study.Status.PROCESSING, attempts=3)
+    assert studies_requeue_stale(older_than_seconds=60) == 1
+    study.refresh_from_db()
+    assert study.status == Study.Status.FAILED
+    assert "did not finish in 3 attempts" in study.error
+
+
+@pytest.mark.django_db
+def test_a_worker_starting_a_study_counts_one_attempt(active_model):
+    study = StudyFactory()
+    assert study_predict_task.apply(args=[study.id]).get() == "done"
+    study.refresh_from_db()
+    assert study.attempts == 1 and study.status == Study.Status.PREDICTED
+
+
+@pytest.mark.django_db
+def test_one_message_predicts_the_waiting_studies_in_one_batch_and_theirs_find_them_done(active_model, settings):
+    settings.PREDICTION_BATCH_SIZE = 8
+    studies = [StudyFactory() for _ in range(3)]
+    assert study_predict_task.apply(args=[studies[0].id]).get() == "done"
+    assert Prediction.objects.count() == 3
+    assert {p.inference_ms for p in Prediction.objects.all()} == {Prediction.objects.first().inference_ms}
+    for study in studies[1:]:
+        assert study_predict_task.apply(args=[study.id]).get() == "done"
+    assert Prediction.objects.count() == 3
+    assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.PREDICTED}
+    assert all(p.heatmap for p in Prediction.objects.all())
+
+
+@pytest.mark.django_db
+def test_an_unreadable_image_fails_alone_and_the_rest_of_its_batch_is_predicted(active_model, settings):
+    settings.PREDICTION_BATCH_SIZE = 8
+    good, broken = StudyFactory(), StudyFactory()
+    with open(broken.image.path, "wb") as handle:
+        handle.write(b"corrupted on disk")
+    assert study_predict_task.apply(args=[good.id]).get() == "done"
+    good.refresh_from_db()
+    broken.refresh_from_db()
+    assert good.status == Study.Status.PREDICTED
+    assert broken.status == Study.Status.FAILED and "Not a readable PNG or JPEG image" in broken.error
+
+
+@pytest.mark.django_db
+def test_a_study_another_worker_holds_is_left_to_it(active_model):
+    study = StudyFactory()
+    _age(study, seconds=1, status=Study.Status.PROCESSING, attempts=1)
+    assert study_predict_task.apply(args=[study.id]).get() == "busy"
+    assert Prediction.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_recording_the_same_prediction_twice_keeps_one_row_and_one_file(active_model, media_root):
+    study = StudyFactory()
+    for _ in range(2):
+        prediction_record(
+            study=study,
+            model_version_id=active_model.id,
+            probabilities={"covid": 0.2, "normal": 0.7, "pneumonia": 0.1},
+            inference_ms=3.0,
+            heatmap_jpeg=b"\xff\xd8\xff jpeg",
+        )
+    assert Prediction.objects.count() == 1
+    assert len(list((media_root / "heatmaps").iterdir())) == 1
+
+
+@pytest.mark.django_db
+def test_an_upload_while_the_broker_is_down_is_stored_queued_and_answers_201(
+    api_client, broker_down, django_capture_on_commit_callbacks
+):
+    api_client.force_authenticate(uploader())
+    with django_capture_on_commit_callbacks(execute=True) as dispatches:
+        response = api_client.post(
+            "/api/studies/", {"image": SimpleUploadedFile("x.png", png_bytes())}, format="multipart"
+        )
+    assert len(dispatches) == 1
+    assert response.status_code == 201
+    assert response.json()["status"] == Study.Status.QUEUED
+    assert Study.objects.get().status == Study.Status.QUEUED
+
+
+@pytest.mark.django_db
+def test_a_database_outage_answers_503_with_retry_after_not_500():
+    response = exception_handler(OperationalError("could not connect to server"), {})
+    assert response.status_code == 503
+    assert int(response["Retry-After"]) > 0
+    assert "nothing was stored" in response.data["detail"]
+
+
+@pytest.mark.django_db
+def test_an_upload_answers_without_querying_after_its_commit(api_client, django_capture_on_commit_callbacks):
+    """A database lost after the commit cannot turn a stored study into an error and a retry."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    api_client.force_authenticate(uploader())
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=False):
+        response = api_client.post(
+            "/api/studies/", {"image": SimpleUploadedFile("x.png", png_bytes())}, format="multipart"
+        )
+    assert response.status_code == 201
+    assert response.json()["prediction"] is None and response.json()["reviews"] == []
+    sql = [q["sql"] for q in queries.captured_queries]
+    commit = max(i for i, q in enumerate(sql) if "RELEASE SAVEPOINT" in q or q.startswith("COMMIT") or "INSERT" in q)
+    assert not any(q.startswith("SELECT") for q in sql[commit + 1 :])
+
+
+@pytest.mark.django_db
+def test_a_database_lost_mid_batch_gives_the_studies_back_to_the_queue_for_the_retry(active_model, monkeypatch):
+    import studies.services as services
+
+    study = StudyFactory()
+
+    def database_gone(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "predict_batch", database_gone)
+    with pytest.raises((OperationalError, Retry)):  # autoretry: the task is sent again
+        study_predict_task.apply(args=[study.id], throw=True)
+    study.refresh_from_db()
+    assert study.status == Study.Status.QUEUED and not study.error
