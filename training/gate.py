@@ -5,8 +5,8 @@ scope (all cases, and every source with enough test patients) and each metric (b
 and the sensitivity of every class with enough cases there), a paired bootstrap over patients
 (drawn within each source) gives the candidate-minus-active difference and its 95% interval.
 
-Default policy: promote when the candidate is non-inferior everywhere (every lower bound above
--margin, COVID sensitivity included); it is *better* where a lower bound is above zero. A
+Default policy: promote when the candidate is non-inferior everywhere (every lower bound of balanced
+accuracy and of COVID sensitivity above -margin); it is *better* where a lower bound is above zero. A
 non-inferior tie goes to the candidate, which has seen more data.
 """
 
@@ -65,6 +65,11 @@ class GatePolicy:
     min_class_cases: int = 5  # a class's sensitivity is judged in a scope from this many cases
     bootstrap_rounds: int = 2000
     promote_ties: bool = True
+    # Non-inferiority is required of balanced accuracy and of these classes' sensitivity ("COVID
+    # sensitivity included"); the other classes' sensitivities are shown and can make a candidate
+    # better, but one swapped case among ~100 (a bound at -3/n) does not refuse it on its own:
+    # balanced accuracy already carries them.
+    required_sensitivities: tuple[str, ...] = ("covid",)
     seed: int = 0
 
 
@@ -225,8 +230,15 @@ def _describe(row: Comparison) -> str:
 REFUSING = ("worse", "inconclusive")
 
 
+def required(row: Comparison, policy: GatePolicy) -> bool:
+    """Whether a comparison must be non-inferior for a promotion."""
+    if row.metric == "balanced_accuracy":
+        return True
+    return row.metric.removeprefix("sensitivity:") in policy.required_sensitivities
+
+
 def _verdict(rows: tuple[Comparison, ...], policy: GatePolicy) -> GateDecision:
-    worse = [row for row in rows if row.verdict in REFUSING]
+    worse = [row for row in rows if row.verdict in REFUSING and required(row, policy)]
     better = [row for row in rows if row.verdict == "better"]
     margin = policy.non_inferiority_margin
     if worse:

@@ -324,6 +324,8 @@ PROMOTION = {
     "BOOTSTRAP_ROUNDS": env.int("PROMOTION_BOOTSTRAP_ROUNDS", default=2000),
     # A candidate non-inferior everywhere but better nowhere is promoted: it has seen more data.
     "PROMOTE_TIES": env.bool("PROMOTION_PROMOTE_TIES", default=True),
+    # Classes whose sensitivity must be non-inferior too (balanced accuracy always must).
+    "REQUIRED_SENSITIVITIES": env.list("PROMOTION_REQUIRED_SENSITIVITIES", default=["covid"]),
 }
 # A study left queued this long is dispatched again by the beat job (every minute).
 REQUEUE_AFTER_SECONDS = env.int("REQUEUE_AFTER_SECONDS", default=120)

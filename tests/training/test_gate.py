@@ -110,3 +110,28 @@ def test_models_scored_on_different_cases_cannot_be_compared():
     other = CaseSet.build(class_names=CLASSES, study_ids=[1], patients=["x"], sources=["s"], y_true=[0], decided=[0])
     with pytest.raises(ValueError, match="same test cases"):
         gate_decide(candidate=candidate, active=other, policy=POLICY)
+
+
+def test_a_few_swapped_cases_of_a_class_not_required_do_not_refuse_on_their_own():
+    """One normal called pneumonia and one pneumonia called normal among 100 each: the normal
+    sensitivity's interval reaches past the margin, balanced accuracy's does not. By default only
+    balanced accuracy and COVID sensitivity must be non-inferior."""
+    y = np.array([0, 1, 2] * 100)
+    active = y.copy()
+    candidate = y.copy()
+    candidate[np.flatnonzero(y == 1)[0]] = 2
+    candidate[np.flatnonzero(y == 2)[0]] = 1
+    common = {
+        "class_names": CLASSES,
+        "study_ids": range(300),
+        "patients": [f"p{i}" for i in range(300)],
+        "sources": ["site-a"] * 300,
+        "y_true": y,
+    }
+    cand, act = CaseSet.build(**common, decided=candidate), CaseSet.build(**common, decided=active)
+    decision = gate_decide(candidate=cand, active=act, policy=POLICY)
+    assert rows(decision, "overall")["sensitivity:normal"] == "inconclusive"
+    assert rows(decision, "overall")["balanced_accuracy"] == "non-inferior"
+    assert decision.promote
+    strict = GatePolicy(bootstrap_rounds=200, required_sensitivities=("covid", "normal"))
+    assert not gate_decide(candidate=cand, active=act, policy=strict).promote

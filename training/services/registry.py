@@ -26,6 +26,7 @@ def gate_policy() -> GatePolicy:
         min_class_cases=config["MIN_CLASS_CASES"],
         bootstrap_rounds=config["BOOTSTRAP_ROUNDS"],
         promote_ties=config["PROMOTE_TIES"],
+        required_sensitivities=tuple(config["REQUIRED_SENSITIVITIES"]),
     )
 
 
