@@ -32,13 +32,21 @@ def study_annotate_labels(queryset: QuerySet[Study]) -> QuerySet[Study]:
     )
 
 
+# A prediction shows its model version's name: its metrics, card and gate (large JSON and text,
+# decoded for every row) are left in the database unless a page asks for them.
+_HEAVY = [
+    f"model_version__{name}"
+    for name in ("metrics", "hyperparameters", "model_card", "gate", "gate_decision", "decision_rule")
+]
+
+
 def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
     """The labels plus everything a study's page or JSON shows, fetched up front."""
     return (
         study_annotate_labels(queryset)
         .select_related("patient", "uploaded_by")
         .prefetch_related(
-            Prefetch("predictions", queryset=Prediction.objects.select_related("model_version")),
+            Prefetch("predictions", queryset=Prediction.objects.select_related("model_version").defer(*_HEAVY)),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
         )
     )
