@@ -16,7 +16,13 @@ from rest_framework.views import APIView
 from inference.preprocessing import display_image
 from studies.models import Label, Study
 from studies.permissions import CanUpload, IsReviewer
-from studies.selectors import study_as_created, study_get_for_user, study_latest_prediction, study_list
+from studies.selectors import (
+    study_as_created,
+    study_get_for_user,
+    study_latest_prediction,
+    study_list_ids,
+    study_page,
+)
 from studies.services import image_check, review_submit, study_create
 
 
@@ -122,9 +128,9 @@ class StudyListCreateApi(APIView):
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        queryset = study_list(user=request.user, filters=filters.validated_data)
+        ids = study_list_ids(user=request.user, filters=filters.validated_data)
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
+        page = study_page(ids=paginator.paginate_queryset(ids, request, view=self))
         return paginator.get_paginated_response(
             StudyOutputSerializer(page, many=True, context={"request": request}).data
         )
