@@ -91,13 +91,21 @@ def study_annotate_labels(queryset: QuerySet[Study]) -> QuerySet[Study]:
     )
 
 
+# A prediction shows its model version's name: its metrics, card and gate (large JSON and text,
+# decoded for every row) are left in the database unless a page asks for them.
+_HEAVY = [
+    f"model_version__{name}"
+    for name in ("metrics", "hyperparameters", "model_card", "gate", "gate_decision", "decision_rule")
+]
+
+
 def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
     """The labels plus everything a study's page or JSON shows, fetched up front."""
     return (
         study_annotate_labels(queryset)
         .select_related("patient", "uploaded_by", "site")
         .prefetch_related(
-            Prefetch("predictions", queryset=Prediction.objects.select_related("model_version")),
+            Prefetch("predictions", queryset=Prediction.objects.select_related("model_version").defer(*_HEAVY)),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer")),
         )
     )
@@ -131,6 +139,19 @@ def study_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QueryS
     """The studies a user may see, narrowed by validated filters; a None value means any."""
     lookups = {STUDY_FILTER_LOOKUPS[key]: value for key, value in (filters or {}).items() if value is not None}
     return study_visible_queryset(user=user).filter(**lookups)
+
+
+def study_list_ids(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet:
+    """The ids of study_list, in its order: page over these, then fetch the page with study_page.
+    Only the annotations a filter needs are computed, and only for the rows it looks at; paging the
+    annotated list computed every label of every row skipped before a deep page."""
+    return study_list(user=user, filters=filters).values_list("pk", flat=True)
+
+
+def study_page(*, ids: list[int]) -> list[Study]:
+    """Studies by id, annotated as study_annotate does, in the order of ``ids``."""
+    by_id = {study.pk: study for study in study_annotate(Study.objects.filter(pk__in=ids))}
+    return [by_id[pk] for pk in ids if pk in by_id]
 
 
 def study_as_created(study: Study) -> Study:
