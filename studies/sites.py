@@ -9,7 +9,7 @@ everything everywhere.
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils.text import slugify
 
 from studies.models import Site, SiteMembership, Study
@@ -25,6 +25,7 @@ TRAINING_PERMISSIONS = (
     "training.export_datasetsnapshot",
 )
 DEFAULT_SITE = "default"
+ADJUDICATOR_GROUP = "adjudicator"
 
 
 def user_site_ids(user: AbstractBaseUser, *, roles: tuple[str, ...] = UPLOAD_ROLES) -> QuerySet:
@@ -33,10 +34,22 @@ def user_site_ids(user: AbstractBaseUser, *, roles: tuple[str, ...] = UPLOAD_ROL
 
 
 def _roles(user: AbstractBaseUser) -> frozenset[str]:
-    """The roles a user holds at any site, read once per user object (one request): serializers and
-    permissions ask for every row."""
+    """The roles a user holds at any site (plus "adjudicator" for the group), read in one query once
+    per user object (one request): serializers and permissions ask for every row."""
     if "_site_roles" not in user.__dict__:
-        roles = SiteMembership.objects.filter(user_id=user.pk).values_list("role", flat=True).distinct()
+        in_group = user.groups.through.objects.filter(user_id=OuterRef("user_id"), group__name="adjudicator")
+        rows = (
+            SiteMembership.objects.filter(user_id=user.pk)
+            .annotate(adjudicator=Exists(in_group))
+            .order_by()
+            .values_list("role", "adjudicator")
+            .distinct()
+        )
+        roles = set()
+        for role, adjudicator in rows:
+            roles.add(role)
+            if adjudicator:
+                roles.add(ADJUDICATOR_GROUP)
         user.__dict__["_site_roles"] = frozenset(roles)
     return user.__dict__["_site_roles"]
 
@@ -69,11 +82,7 @@ def user_is_adjudicator(user: AbstractBaseUser) -> bool:
         return False
     if user.is_superuser or Role.LEAD in _roles(user):
         return True
-    if Role.REVIEWER not in _roles(user):
-        return False
-    if "_adjudicator_group" not in user.__dict__:
-        user.__dict__["_adjudicator_group"] = user.groups.filter(name="adjudicator").exists()
-    return user.__dict__["_adjudicator_group"]
+    return Role.REVIEWER in _roles(user) and ADJUDICATOR_GROUP in _roles(user)
 
 
 def user_is_site_lead(user: AbstractBaseUser) -> bool:
