@@ -28,8 +28,8 @@ class TrainConfig:
     class_names: tuple[str, ...]
     # Start from the active model's weights (fine-tuning) at learning_rate * fine_tune_factor.
     warm_start: bool = False
-    fine_tune_epochs: int = 15
-    fine_tune_factor: float = 0.3
+    fine_tune_epochs: int = 5
+    fine_tune_factor: float = 0.1
     # Per-case weight count(source, class) ** -source_balance (1: every stratum equal; 0: none).
     source_balance: float = 0.5
 
