@@ -65,6 +65,8 @@ def test_adjudication_needs_the_role_a_reason_and_a_disagreement():
         review_adjudicate(study=study, adjudicator=reviewer(), label="covid", reason="x")
     with pytest.raises(ValidationError, match="Only adjudicators"):  # the group alone, without a review role
         review_adjudicate(study=study, adjudicator=UserFactory(groups=["adjudicator"]), label="covid", reason="x")
+    with pytest.raises(ValidationError, match="who review studies of test-site"):  # a lead of another site
+        review_adjudicate(study=study, adjudicator=site_lead(site_name="site-b"), label="covid", reason="x")
     with pytest.raises(ValidationError, match="Say why"):
         review_adjudicate(study=study, adjudicator=judge, label="covid", reason=" ")
     with pytest.raises(ValidationError, match="readers disagree"):
