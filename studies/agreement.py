@@ -9,12 +9,13 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from itertools import combinations
 
-from django.db.models import Count, Q
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from studies.models import Label, Review, Study
-from studies.selectors import study_annotate_labels
+from studies.selectors import study_annotate_labels, study_visible_queryset
 
 CATEGORIES = list(Label.values)
 
@@ -104,9 +105,17 @@ def _agreement(studies: list[Study], reads: dict[int, dict[str, str]]) -> dict:
     }
 
 
-def agreement_stats(*, weeks: int = 12) -> dict:
-    """Agreement overall, per source, and per ISO week of the study's upload (Fleiss' kappa)."""
-    studies = list(study_annotate_labels(Study.objects.filter(reviews__kind=Review.Kind.READ).distinct()))
+def _studies(user: AbstractBaseUser | None) -> QuerySet[Study]:
+    """The studies the figures count: those ``user`` may see (their sites), or all when None."""
+    if user is None:
+        return Study.objects.all()
+    return Study.objects.filter(pk__in=study_visible_queryset(user=user).values("pk"))
+
+
+def agreement_stats(*, user: AbstractBaseUser | None = None, weeks: int = 12) -> dict:
+    """Agreement overall, per source, and per ISO week of the study's upload (Fleiss' kappa), over
+    the studies ``user`` may see (all studies when None)."""
+    studies = list(study_annotate_labels(_studies(user).filter(reviews__kind=Review.Kind.READ).distinct()))
     reads = _reads(studies)
     by_source: dict[str, list[Study]] = defaultdict(list)
     for study in studies:
@@ -130,17 +139,19 @@ def agreement_stats(*, weeks: int = 12) -> dict:
     }
 
 
-def dashboard_stats(*, days: int = 30) -> dict:
-    """Studies per day and source, the backlog by state, and final labels per source."""
+def dashboard_stats(*, user: AbstractBaseUser | None = None, days: int = 30) -> dict:
+    """Studies per day and source, the backlog by state, and final labels per source, over the
+    studies ``user`` may see (all studies when None)."""
     since = timezone.now() - timedelta(days=days)
+    studies = _studies(user)
     per_day = (
-        Study.objects.filter(uploaded_at__gte=since)
+        studies.filter(uploaded_at__gte=since)
         .annotate(day=TruncDate("uploaded_at"))
         .values("day", "source")
         .annotate(n=Count("id"))
         .order_by("day", "source")
     )
-    backlog = Study.objects.aggregate(
+    backlog = studies.aggregate(
         queued=Count("id", filter=Q(status__in=[Study.Status.QUEUED, Study.Status.PROCESSING])),
         failed=Count("id", filter=Q(status=Study.Status.FAILED)),
         unread=Count("id", filter=Q(status=Study.Status.PREDICTED, reading_state=Study.Reading.UNREAD)),
@@ -148,7 +159,7 @@ def dashboard_stats(*, days: int = 30) -> dict:
         disagreement=Count("id", filter=Q(reading_state=Study.Reading.DISAGREEMENT)),
     )
     labels = (
-        Study.objects.filter(reading_state=Study.Reading.FINAL)
+        studies.filter(reading_state=Study.Reading.FINAL)
         .values("source", "label_final")
         .annotate(n=Count("id"))
         .order_by("source")
@@ -156,7 +167,7 @@ def dashboard_stats(*, days: int = 30) -> dict:
     label_table: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(CATEGORIES, 0))
     for row in labels:
         label_table[row["source"] or "unknown"][row["label_final"]] = row["n"]
-    rejected = Study.objects.filter(reading_state=Study.Reading.REJECTED).values("source").annotate(n=Count("id"))
+    rejected = studies.filter(reading_state=Study.Reading.REJECTED).values("source").annotate(n=Count("id"))
     return {
         "studies_per_day": [
             {"date": row["day"].isoformat(), "source": row["source"] or "unknown", "count": row["n"]} for row in per_day

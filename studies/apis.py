@@ -85,7 +85,7 @@ class StudyOutputSerializer(serializers.Serializer):
     reads_required = serializers.SerializerMethodField()
     rejection_reason = serializers.CharField()
     rejection_comment = serializers.CharField()
-    assigned_to = serializers.CharField(source="assigned_to.username", default=None)
+    assigned_to = serializers.CharField(source="assigned_to.username", default=None, allow_null=True)
     blinded = serializers.SerializerMethodField()
 
     def _blinding(self, study: Study) -> tuple[bool, bool]:
@@ -415,7 +415,13 @@ class ReviewQueueApi(APIView):
         uploaded_to = serializers.DateField(required=False, allow_null=True)
         mine = serializers.BooleanField(required=False, default=False, help_text="Only studies assigned to you.")
         order = serializers.ChoiceField(choices=list(QUEUE_ORDERS), required=False, default="uncertainty")
-        exclude = serializers.CharField(required=False, allow_blank=True, help_text="Comma-separated ids (skipped).")
+        exclude = serializers.RegexField(
+            r"^[0-9]{0,9}(,[0-9]{0,9})*$",  # declared as the schema's pattern, so clients know the form
+            required=False,
+            allow_blank=True,
+            max_length=2000,
+            help_text="Comma-separated ids (skipped).",
+        )
         limit = serializers.IntegerField(required=False, min_value=1, max_value=50, default=3)
 
         def validate_exclude(self, value: str) -> list[int]:
@@ -446,10 +452,11 @@ class AdjudicationQueueApi(APIView):
     """Studies whose readers disagree, oldest first."""
 
     permission_classes = [IsAdjudicator]
+    pagination_class = PageNumberPagination  # also makes the schema declare the paginated body
 
     @extend_schema(responses=StudyOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(adjudication_queue_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(
             StudyOutputSerializer(page, many=True, context={"request": request}).data
@@ -486,8 +493,8 @@ class StatsApi(APIView):
     def get(self, request: Request) -> Response:
         return Response(
             {
-                "agreement": agreement_stats(),
-                **dashboard_stats(),
+                "agreement": agreement_stats(user=request.user),
+                **dashboard_stats(user=request.user),
                 "models": _model_figures_by_source(),
             }
         )

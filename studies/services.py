@@ -466,6 +466,13 @@ def review_adjudicate(*, study: Study, adjudicator: AbstractBaseUser, label: str
     _check_label(label)
     if not user_is_adjudicator(adjudicator):
         raise ValidationError({"study": "Only adjudicators may set a final label over the readers."})
+    if (
+        not adjudicator.is_superuser
+        and not user_site_ids(adjudicator, roles=REVIEW_ROLES).filter(site_id=study.site_id).exists()
+    ):
+        raise ValidationError(
+            {"study": f"Only adjudicators who review studies of {study.site} may adjudicate this one."}
+        )
     if not reason.strip():
         raise ValidationError({"reason": "Say why this label: the reason is kept with the final label."})
     study = Study.objects.select_for_update().get(pk=study.pk)

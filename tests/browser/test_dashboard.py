@@ -11,7 +11,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 def test_dashboard_draws_every_chart_and_the_kappa_table(page: Page, live_server, login, settings):
     settings.REVIEW_READS_REQUIRED = 2
-    ann, bob = reviewer(username="ann"), reviewer(username="bob")
+    for site in ("site-a", "site-b"):  # ann and bob read at both sites
+        ann, bob = reviewer(username="ann", site_name=site), reviewer(username="bob", site_name=site)
     for i, (a, b) in enumerate([("covid", "covid"), ("normal", "normal"), ("covid", "normal")]):
         study = PredictionFactory(study__source="site-a" if i else "site-b").study
         review_submit(study=study, reviewer=ann, label=a)

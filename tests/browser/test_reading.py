@@ -8,7 +8,7 @@ from PIL import Image
 from playwright.sync_api import Page, expect
 
 from studies.models import Review, Study
-from tests.factories import ModelVersionFactory, PredictionFactory, UserFactory, reviewer
+from tests.factories import ModelVersionFactory, PredictionFactory, reviewer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -103,7 +103,7 @@ def test_two_readers_disagree_and_an_adjudicator_sets_the_final_label(
     assert study.reading_state == "disagreement"
 
     context.clear_cookies()
-    login(UserFactory(username="judge", groups=["reviewer", "adjudicator"]))
+    login(reviewer(username="judge", groups=["adjudicator"]))  # a reviewer of the site, adjudicator group
     page.goto(f"{live_server.url}/adjudication/")
     page.get_by_role("link", name="Adjudicate").click()
     page.locator("#adjudicate select[name=label]").select_option("pneumonia")

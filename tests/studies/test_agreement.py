@@ -23,7 +23,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from studies.agreement import agreement_stats, cohen_kappa, fleiss_kappa
 from studies.services import review_adjudicate, review_submit
-from tests.factories import PredictionFactory, UserFactory, reviewer
+from tests.factories import PredictionFactory, reviewer, site_lead
 
 # Columns are studies 1..6 (see the module docstring); rows as read.
 READS = {"ann": "cnpcnp", "bob": "cnpnnp", "cid": "cnncnp"}
@@ -57,8 +57,8 @@ def test_kappas_are_undefined_without_data_and_one_for_perfect_single_category_a
 @pytest.mark.django_db
 def test_stats_api_reports_the_fixture_agreement_per_pair_reader_and_source(settings, api_client):
     settings.REVIEW_READS_REQUIRED = 3
-    readers = {name: reviewer(username=name) for name in READS}
-    judge = UserFactory(username="judge", groups=["adjudicator"])
+    readers = {name: reviewer(username=name, site_name="site-a") for name in READS}
+    judge = reviewer(username="judge", site_name="site-a", groups=["adjudicator"])
     for i in range(6):
         label = NAMES[MODEL[i]]
         study = PredictionFactory(
@@ -85,6 +85,11 @@ def test_stats_api_reports_the_fixture_agreement_per_pair_reader_and_source(sett
     assert agreement["by_source"]["site-a"]["fleiss"]["kappa"] == round(23 / 35, 4)
     assert agreement["by_week"][0]["fleiss"] == round(23 / 35, 4)
     assert response.json()["labels_by_source"] == {"site-a": {"covid": 2, "normal": 2, "pneumonia": 2}}
+
+    api_client.force_authenticate(site_lead(username="elsewhere", site_name="site-b"))  # sees no site-a study
+    other = api_client.get("/api/stats/").json()
+    assert other["agreement"]["pairs"] == [] and other["agreement"]["by_source"] == {}
+    assert other["labels_by_source"] == {} and other["backlog"]["unread"] == 0 and other["studies_per_day"] == []
 
 
 @pytest.mark.django_db

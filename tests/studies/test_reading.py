@@ -12,7 +12,7 @@ from studies.services import (
     study_reject,
     study_send_back,
 )
-from tests.factories import PredictionFactory, UserFactory, reviewer
+from tests.factories import PredictionFactory, UserFactory, reviewer, site_lead
 
 pytestmark = pytest.mark.django_db
 
@@ -46,9 +46,9 @@ def test_two_agreeing_readers_give_a_unanimous_final_label(settings):
 def test_disagreeing_readers_send_the_study_to_adjudication_which_sets_the_label(settings):
     settings.REVIEW_READS_REQUIRED_BY_SOURCE = {"site-b": 2}
     study = _study(source="site-b")
-    review_submit(study=study, reviewer=reviewer(), label="covid")
-    review_submit(study=study, reviewer=reviewer(), label="normal")
-    judge = UserFactory(groups=["reviewer", "adjudicator"])
+    review_submit(study=study, reviewer=reviewer(site_name="site-b"), label="covid")
+    review_submit(study=study, reviewer=reviewer(site_name="site-b"), label="normal")
+    judge = reviewer(site_name="site-b", groups=["adjudicator"])  # a reviewer there, in the adjudicator group
 
     assert list(adjudication_queue_list(user=judge)) == [study]
     review_adjudicate(study=study, adjudicator=judge, label="pneumonia", reason="Right lower lobe consolidation.")
@@ -60,9 +60,13 @@ def test_disagreeing_readers_send_the_study_to_adjudication_which_sets_the_label
 
 def test_adjudication_needs_the_role_a_reason_and_a_disagreement():
     study = _study()
-    judge = UserFactory(groups=["adjudicator"])
+    judge = site_lead()
     with pytest.raises(ValidationError, match="Only adjudicators"):
         review_adjudicate(study=study, adjudicator=reviewer(), label="covid", reason="x")
+    with pytest.raises(ValidationError, match="Only adjudicators"):  # the group alone, without a review role
+        review_adjudicate(study=study, adjudicator=UserFactory(groups=["adjudicator"]), label="covid", reason="x")
+    with pytest.raises(ValidationError, match="who review studies of test-site"):  # a lead of another site
+        review_adjudicate(study=study, adjudicator=site_lead(site_name="site-b"), label="covid", reason="x")
     with pytest.raises(ValidationError, match="Say why"):
         review_adjudicate(study=study, adjudicator=judge, label="covid", reason=" ")
     with pytest.raises(ValidationError, match="readers disagree"):
@@ -154,13 +158,13 @@ def test_a_reader_is_blind_to_others_until_they_have_read(settings):
     settings.REVIEW_READS_REQUIRED = 2
     settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind-site"]
     study = _study(source="blind-site")
-    first, second = reviewer(), reviewer()
+    first, second = reviewer(site_name="blind-site"), reviewer(site_name="blind-site")
     review_submit(study=study, reviewer=first, label="covid")
     study = Study.objects.prefetch_related("reviews").get(pk=study.pk)
 
     assert study_blinding(user=second, study=study) == (True, True)
     assert study_blinding(user=first, study=study) == (False, False)
-    assert study_blinding(user=UserFactory(groups=["adjudicator"]), study=study) == (False, False)
+    assert study_blinding(user=site_lead(site_name="blind-site"), study=study) == (False, False)
 
 
 def test_reading_time_is_kept_on_the_review():

@@ -4,7 +4,7 @@ import pytest
 
 from studies.models import Review, Study
 from studies.services import review_submit
-from tests.factories import PredictionFactory, UserFactory, reviewer, uploader
+from tests.factories import PredictionFactory, reviewer, site_lead, uploader
 
 pytestmark = pytest.mark.django_db
 
@@ -78,7 +78,7 @@ def test_adjudication_endpoint_sets_the_final_label_of_a_disagreement(api_client
     study = PredictionFactory().study
     review_submit(study=study, reviewer=reviewer(), label="covid")
     review_submit(study=study, reviewer=reviewer(), label="normal")
-    api_client.force_authenticate(UserFactory(groups=["adjudicator"]))
+    api_client.force_authenticate(reviewer(groups=["adjudicator"]))  # a reviewer of the site, adjudicator group
 
     queue = api_client.get("/api/adjudication-queue/").json()
     response = api_client.post(f"/api/studies/{study.pk}/adjudicate/", {"label": "normal", "reason": "Clear lungs."})
@@ -91,7 +91,7 @@ def test_adjudication_endpoint_sets_the_final_label_of_a_disagreement(api_client
 def test_assign_puts_a_study_in_one_reviewers_queue(api_client):
     study = PredictionFactory().study
     ann = reviewer(username="ann")
-    api_client.force_authenticate(UserFactory(groups=["adjudicator"]))
+    api_client.force_authenticate(site_lead())
 
     response = api_client.post(f"/api/studies/{study.pk}/assign/", {"reviewer": "ann"}, format="json")
     unknown = api_client.post(f"/api/studies/{study.pk}/assign/", {"reviewer": "zed"}, format="json")
@@ -106,8 +106,8 @@ def test_a_reader_sees_neither_other_reads_nor_on_a_blinded_source_the_model(api
     settings.REVIEW_READS_REQUIRED = 2
     settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
     study = PredictionFactory(study__source="blind").study
-    review_submit(study=study, reviewer=reviewer(), label="covid")
-    second = reviewer()
+    review_submit(study=study, reviewer=reviewer(site_name="blind"), label="covid")
+    second = reviewer(site_name="blind")
     api_client.force_authenticate(second)
 
     before = api_client.get(f"/api/studies/{study.pk}/").json()

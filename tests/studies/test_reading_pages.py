@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from studies.models import Study
 from studies.services import review_submit
-from tests.factories import PredictionFactory, UserFactory, reviewer, uploader
+from tests.factories import PredictionFactory, reviewer, site_lead, uploader
 
 pytestmark = pytest.mark.django_db
 
@@ -13,7 +13,8 @@ pytestmark = pytest.mark.django_db
 def test_queue_page_filters_by_source_and_rejects_a_bad_filter_with_a_message(client):
     kept = PredictionFactory(study__source="site-a").study
     PredictionFactory(study__source="site-b")
-    client.force_login(reviewer())
+    reviewer(username="reader", site_name="site-a")
+    client.force_login(reviewer(username="reader", site_name="site-b"))  # reads at both sites
 
     response = client.get(reverse("studies:queue"), {"source": "site-a", "order": "age"})
     bad = client.get(reverse("studies:queue"), {"order": "random"})
@@ -45,7 +46,7 @@ def test_adjudication_form_without_a_reason_shows_the_error_and_changes_nothing(
     study = PredictionFactory().study
     review_submit(study=study, reviewer=reviewer(), label="covid")
     review_submit(study=study, reviewer=reviewer(), label="normal")
-    client.force_login(UserFactory(groups=["adjudicator"]))
+    client.force_login(site_lead())
 
     response = client.post(reverse("studies:adjudicate", args=[study.pk]), {"label": "covid"}, follow=True)
 
@@ -73,7 +74,7 @@ def test_dashboard_page_renders_for_any_user(client):
 def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(client, settings):
     settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
     study = PredictionFactory(study__source="blind", label="covid").study
-    reader = reviewer()
+    reader = reviewer(site_name="blind")
     client.force_login(reader)
 
     html = client.get(reverse("studies:detail", args=[study.pk])).content.decode()
@@ -86,7 +87,7 @@ def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(cli
 def test_queue_page_hides_the_model_on_blinded_sources(client, settings):
     settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
     PredictionFactory(study__source="blind", label="pneumonia")
-    client.force_login(reviewer())
+    client.force_login(reviewer(site_name="blind"))
 
     html = client.get(reverse("studies:queue")).content.decode()
 

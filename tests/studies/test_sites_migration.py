@@ -8,15 +8,26 @@ BEFORE = [("studies", "0003_groups"), ("training", "0003_per_case_results_gate_d
 AFTER = [("studies", "0006_site_required_patient_unique_per_site"), ("training", "0004_explicit_permissions")]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_existing_sources_become_sites_and_a_patient_seen_at_two_becomes_two_patients():
+@pytest.fixture
+def migrator():
+    """A migration executor; afterwards the schema is migrated back to the latest state, so the tests that
+    run after this one (pytest-django runs transactional tests last) find every table and column."""
+    yield MigrationExecutor(connection)
     executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_existing_sources_become_sites_and_a_patient_seen_at_two_becomes_two_patients(migrator):
+    executor = migrator
     executor.migrate(BEFORE)
     old = executor.loader.project_state(BEFORE).apps
     User, Group = old.get_model("auth", "User"), old.get_model("auth", "Group")
     Patient, Study = old.get_model("studies", "Patient"), old.get_model("studies", "Study")
     rita = User.objects.create(username="rita")
-    rita.groups.add(Group.objects.get(name="reviewer"))
+    # 0003_groups made the group, but an earlier transactional test's flush may have deleted that row.
+    rita.groups.add(Group.objects.get_or_create(name="reviewer")[0])
     boss = User.objects.create(username="boss", is_staff=True)
     shared = Patient.objects.create(ref="P-1")
     for i, source in enumerate(["Hospital A", "Hospital A", "hospital-b", ""]):
