@@ -7,7 +7,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from studies.models import Label, Patient, Prediction, Review, Site, SiteMembership, Study
+from studies.models import AccessEvent, Label, Patient, Prediction, Review, Site, SiteMembership, Study
 from studies.selectors import study_annotate_labels
 from studies.services import review_confirm, review_submit, study_delete, study_release, study_requeue
 
@@ -183,11 +183,11 @@ class StudyAdmin(admin.ModelAdmin):
         return study_annotate_labels(super().get_queryset(request)).select_related("patient")
 
     def delete_model(self, request: HttpRequest, obj: Study) -> None:
-        study_delete(study=obj)  # the files go too, once the deletion is committed
+        study_delete(study=obj, user=request.user)  # the files go too, once the deletion is committed
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset:
-            study_delete(study=study)
+            study_delete(study=study, user=request.user)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # studies come in through the upload API, which checks the image
@@ -259,12 +259,28 @@ class PredictionAdmin(ViewOnlyAdmin):
     search_fields = ["=study__id"]
 
 
+@admin.register(AccessEvent)
+class AccessEventAdmin(ViewOnlyAdmin):
+    """The access audit trail: read-only, never deleted from the admin."""
+
+    list_display = ["at", "username", "action", "study_id_ref", "detail", "address"]
+    list_filter = ["action"]
+    search_fields = ["username", "=study_id_ref"]
+    date_hierarchy = "at"
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
 @admin.register(Review)
 class ReviewAdmin(ViewOnlyAdmin):
     list_display = ["id", "study", "label", "reviewer", "created_at"]
     list_filter = ["label"]
     list_select_related = ["study", "reviewer"]
     search_fields = ["=study__id", "reviewer__username"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # reads and adjudications are the study's record; send a study back instead
 
 
 class SiteMembershipInline(admin.TabularInline):

@@ -15,8 +15,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from studies.agreement import agreement_stats, dashboard_stats
+from studies.audit import access_record, request_address
 from studies.deidentify import notes_check, patient_ref_check
-from studies.models import Label, RejectReason, Study
+from studies.models import AccessEvent, Label, RejectReason, Study
 from studies.permissions import CanUpload, HasRole, IsAdjudicator, IsReviewer
 from studies.selectors import (
     QUEUE_ORDERS,
@@ -275,7 +276,15 @@ class StudyImageApi(APIView):
         params = self.ParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
-        image = study_image_for_browser(study=study, size=params.validated_data.get("size"))
+        size = params.validated_data.get("size")
+        image = study_image_for_browser(study=study, size=size)
+        access_record(
+            user=request.user,
+            action=AccessEvent.Action.IMAGE,
+            study_id=study.pk,
+            detail=f"size={size}" if size else "full",
+            address=request_address(request),
+        )
         if isinstance(image.content, bytes):
             response = HttpResponse(image.content, content_type=image.content_type)
         else:
@@ -293,6 +302,13 @@ class StudyHeatmapApi(APIView):
         prediction = None if study_blinding(user=request.user, study=study)[1] else study_latest_prediction(study)
         if prediction is None or not prediction.heatmap:
             raise Http404("This study has no heatmap.")
+        access_record(
+            user=request.user,
+            action=AccessEvent.Action.HEATMAP,
+            study_id=study.pk,
+            detail=f"prediction {prediction.pk}",
+            address=request_address(request),
+        )
         return FileResponse(prediction.heatmap.open("rb"))
 
 

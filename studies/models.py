@@ -204,3 +204,31 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.label} by {self.reviewer} on study {self.study_id}"
+
+
+class AccessEvent(models.Model):
+    """Who looked at or took patient data, and when: written by studies.audit, never edited.
+
+    Study ids and snapshot ids, never patient identifiers; kept when the study is deleted."""
+
+    class Action(models.TextChoices):
+        IMAGE = "image", "Image viewed"
+        HEATMAP = "heatmap", "Heatmap viewed"
+        EXPORT = "export", "Dataset exported"
+        DELETE = "delete", "Study deleted"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField(max_length=150, help_text="Kept when the account is deleted.")
+    action = models.CharField(max_length=16, choices=Action.choices, db_index=True)
+    study_id_ref = models.PositiveIntegerField(null=True, blank=True, db_index=True, help_text="Study id.")
+    detail = models.CharField(max_length=200, blank=True)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.username} {self.action} {self.study_id_ref or self.detail} at {self.at:%Y-%m-%d %H:%M}"

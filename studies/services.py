@@ -34,6 +34,7 @@ from inference.preprocessing import (
     rendition_png,
 )
 from inference.services import LoadedModel, PredictionResult, decode_many, predict_batch
+from studies.audit import access_record
 from studies.deidentify import (
     dicom_deidentify,
     patient_pseudonym,
@@ -41,7 +42,7 @@ from studies.deidentify import (
     pixels_reencode,
     stored_file_is_deidentified,
 )
-from studies.models import Label, Patient, Prediction, RejectReason, Review, Site, Study
+from studies.models import AccessEvent, Label, Patient, Prediction, RejectReason, Review, Site, Study
 from studies.selectors import study_latest_prediction, study_reads_required, user_is_adjudicator, user_is_reviewer
 from studies.sites import REVIEW_ROLES, review_check_allowed, site_get_or_create, user_site_ids
 from studies.tasks import study_predict_task
@@ -253,14 +254,17 @@ def study_import(
 
 
 @transaction.atomic
-def study_delete(*, study: Study) -> None:
-    """Delete a study with its predictions and reviews; its files (image, rendition, heatmaps) go once committed."""
+def study_delete(*, study: Study, user: AbstractBaseUser | None = None) -> None:
+    """Delete a study with its predictions and reviews; its files (image, rendition, heatmaps) go once committed.
+    The audit trail keeps who deleted which study."""
+    study_id, source = study.pk, study.source
     names = [study.image.name, study.rendition.name]
     names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
     try:
         study.delete()
     except ProtectedError as exc:
         raise ValidationError({"study": "This study is in a frozen dataset snapshot; it cannot be deleted."}) from exc
+    access_record(user=user, action=AccessEvent.Action.DELETE, study_id=study_id, detail=f"site {source}")
     transaction.on_commit(partial(_files_delete, *names))
 
 

@@ -11,6 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from studies.audit import access_record, request_address
+from studies.models import AccessEvent
 from studies.permissions import CanExport, CanPromote, CanTrain, HasRole
 from studies.selectors import prediction_agreement_by_source
 from training.architectures import BACKBONES
@@ -222,6 +224,12 @@ class DatasetSnapshotExportApi(APIView):
     @extend_schema(responses={(200, "application/zip"): bytes})
     def get(self, request: Request, pk: int) -> HttpResponse:
         snapshot = get_object_or_404(DatasetSnapshot, pk=pk)
+        access_record(
+            user=request.user,
+            action=AccessEvent.Action.EXPORT,
+            detail=f"snapshot {snapshot.pk} ({snapshot.content_hash[:12]})",
+            address=request_address(request),
+        )
         return FileResponse(
             snapshot_export_zip(snapshot=snapshot),
             content_type="application/zip",
