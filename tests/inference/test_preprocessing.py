@@ -88,3 +88,29 @@ def test_a_png_claiming_a_huge_size_is_refused_without_decoding_it():
     )
     with pytest.raises(ImageDecodeError, match="too large"):
         load_grayscale(bomb)
+
+
+def _stretch_by_float_percentiles(pixels: np.ndarray) -> np.ndarray:
+    """The stretch as first written (np.percentile on floats): the lookup-table path must equal it."""
+    values = pixels.astype(np.float32)
+    low, high = np.percentile(values, [0.5, 99.5])
+    high = max(high, low + 1.0)
+    return ((np.clip(values, low, high) - low) * (255.0 / (high - low))).round().astype(np.uint8)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_integer_images_take_a_lookup_table_stretch_equal_to_the_float_one(seed):
+    from inference.preprocessing import gray_check
+
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(64, 300)), int(rng.integers(64, 300)))
+    cases = [
+        rng.integers(0, 256, shape, dtype=np.uint8),
+        rng.normal(120, 30, shape).clip(0, 255).astype(np.uint8),  # x.5 ties after scaling occur here
+        rng.integers(0, 4096, shape, dtype=np.uint16),
+        rng.integers(0, 65536, shape, dtype=np.uint16),
+        np.full(shape, seed * 7, dtype=np.uint8),  # flat: high == low
+        xray_array(size=shape[0]).astype(np.uint8),
+    ]
+    for pixels in cases:
+        assert np.array_equal(gray_check(pixels), _stretch_by_float_percentiles(pixels)), pixels.dtype
