@@ -73,6 +73,8 @@ def study_list_view(request: HttpRequest) -> HttpResponse:
         filters = {}
     studies = study_list(user=request.user, filters=validated.validated_data)  # empty when invalid
     page = Paginator(studies, PAGE_SIZE).get_page(request.GET.get("page"))
+    for study in page.object_list:  # a reader who has not read a blinded source's study sees no model answer
+        study.model_hidden = study_blinding(user=request.user, study=study)[1]
     query = request.GET.copy()
     query.pop("page", None)
     context = {

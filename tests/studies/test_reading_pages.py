@@ -86,9 +86,24 @@ def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(cli
 
 def test_queue_page_hides_the_model_on_blinded_sources(client, settings):
     settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
-    PredictionFactory(study__source="blind", label="pneumonia")
+    study = PredictionFactory(study__source="blind", label="pneumonia").study
     client.force_login(reviewer(site_name="blind"))
 
     html = client.get(reverse("studies:queue")).content.decode()
 
-    assert "blinded" in html and "Other pneumonia</span>" not in html
+    assert f"#{study.pk}</a>" in html
+    assert '<td class="muted">blinded</td>' in html and "Other pneumonia</span>" not in html
+
+
+def test_study_list_page_hides_the_model_on_blinded_sources_until_read(client, settings):
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    blinded = PredictionFactory(study__source="blind", label="pneumonia").study
+    PredictionFactory(study__source="open", label="covid")
+    reviewer(username="reader", site_name="open")
+    client.force_login(reviewer(username="reader", site_name="blind"))  # reads at both sites
+
+    html = client.get(reverse("studies:list")).content.decode()
+
+    assert f"#{blinded.pk}</a>" in html
+    assert '<span class="muted">blinded</span>' in html and "Other pneumonia</span>" not in html
+    assert "COVID-19</span>" in html  # an unblinded source still shows the model's answer
