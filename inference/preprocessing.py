@@ -7,7 +7,6 @@ backbone's range happens inside each model, so every model takes 0..255 input.
 
 import io
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,10 +237,8 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
     if data.startswith(PNG_SIGNATURE):
         _png_structure_check(data)
     try:
-        with warnings.catch_warnings():
-            # Pillow warns between its limit and twice it: a refusal here, as the size check says.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
+        # Between Pillow's limit and twice it Pillow only warns: _check_size below refuses those.
+        image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
         with image:
             if image.format not in {"PNG", "JPEG"}:
                 raise ImageDecodeError(f"Unsupported image format {image.format}; upload PNG, JPEG or DICOM.")
@@ -298,13 +295,12 @@ def is_dicom(data: bytes) -> bool:
     return _is_dicom(data[: DICOM_MAGIC_OFFSET + 4])
 
 
-def load_grayscale(source: ImageSource, *, limits: DecodeLimits | None = None) -> np.ndarray:
+def load_grayscale(source: ImageSource) -> np.ndarray:
     """Decode a chest X-ray into an (H, W) uint8 array, contrast-stretched; sizes are checked before decoding."""
     data = _read_bytes(source)
     if not data:
         raise ImageDecodeError("The file is empty.")
-    limits = limits or _limits
-    gray = _decode_dicom(data, limits) if is_dicom(data) else _decode_pillow(data, limits)
+    gray = _decode_dicom(data, _limits) if is_dicom(data) else _decode_pillow(data, _limits)
     return gray_check(gray)
 
 

@@ -41,7 +41,7 @@ from studies.services import (
     study_reject,
     study_send_back,
 )
-from studies.sites import site_for_upload, site_slug_for_upload
+from studies.sites import site_for_upload, site_open_for_upload, site_slug_for_upload
 
 
 class PredictionOutputSerializer(serializers.Serializer):
@@ -203,7 +203,8 @@ class StudyListCreateApi(APIView):
         def validate(self, attrs: dict) -> dict:
             # De-identification needs the site (its slug keys the pseudonyms) and patient_ref, so the image
             # is checked once they are valid; nothing is written until the whole upload is.
-            site_slug = site_slug_for_upload(user=self.context["request"].user, source=attrs.get("source", ""))
+            attrs["site"] = site_for_upload(user=self.context["request"].user, source=attrs.get("source", ""))
+            site_slug = site_slug_for_upload(site=attrs["site"], source=attrs.get("source", ""))
             attrs["image"] = _field_check(
                 lambda file: image_check(file=file, source=site_slug, patient_ref=attrs.get("patient_ref", "")),
                 attrs["image"],
@@ -243,7 +244,7 @@ class StudyListCreateApi(APIView):
             study = study_create(
                 checked=data["image"],
                 uploaded_by=request.user,
-                site=site_for_upload(user=request.user, source=data.get("source", "")),
+                site=data["site"] or site_open_for_upload(user=request.user, name=data.get("source", "").strip()),
                 patient_ref=data.get("patient_ref", ""),
                 view=data.get("view", ""),
                 notes=data.get("notes", ""),

@@ -23,7 +23,6 @@ from kombu.exceptions import KombuError
 
 from inference.preprocessing import (
     PNG_SIGNATURE,
-    DecodeLimits,
     ImageDecodeError,
     dicom_pixels,
     dicom_read,
@@ -70,16 +69,6 @@ class CheckedImage:
     rendition: bytes = b""
     patient_ref: str = ""
     hold_reason: str = ""
-    # The upload's own hash, never stored: imports stay idempotent for studies stored before de-identification.
-    upload_sha256: str = ""
-
-
-def decode_limits_from_settings() -> DecodeLimits:
-    return DecodeLimits(
-        max_pixels=settings.IMAGE_MAX_PIXELS,
-        max_side=settings.IMAGE_MAX_SIDE,
-        max_deflate_ratio=settings.DICOM_MAX_DEFLATE_RATIO,
-    )
 
 
 def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> CheckedImage:
@@ -87,18 +76,17 @@ def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> 
     written (studies/deidentify.py); ValidationError says what is wrong. DICOM UIDs and the patient pseudonym are
     keyed by DEIDENTIFICATION_KEY within ``source``."""
     data = file.read()
-    limits = decode_limits_from_settings()
     try:
         if not data:
             raise ImageDecodeError("The file is empty.")
         if is_dicom(data):
-            dataset = dicom_read(data, limits)
+            dataset = dicom_read(data)
             gray = gray_check(dicom_pixels(dataset))
             clean = dicom_deidentify(
                 dataset, key=settings.DEIDENTIFICATION_KEY, namespace=source.strip(), patient_ref=patient_ref.strip()
             )
         else:
-            image = pillow_open(data, limits)
+            image = pillow_open(data)
             gray = gray_check(pillow_gray(image))
             clean = pixels_reencode(image, source_format="PNG" if data.startswith(PNG_SIGNATURE) else "JPEG")
     except ImageDecodeError as exc:
@@ -112,7 +100,6 @@ def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> 
         rendition=rendition_png(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE),
         patient_ref=clean.patient_ref,
         hold_reason=clean.hold_reason,
-        upload_sha256=hashlib.sha256(data).hexdigest(),
     )
 
 
@@ -229,13 +216,15 @@ def study_import(
     patient_ref: str = "",
     view: str = "",
     source: str = "",
+    upload_sha256: str = "",
 ) -> tuple[Study, bool]:
-    """Import a labelled image as a reviewed study; idempotent by content hash."""
+    """Import a labelled image as a reviewed study; idempotent by content hash (``upload_sha256``, the
+    file's own hash, also finds a study stored before de-identification existed)."""
     if label not in Label.values:
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
     if checked.hold_reason:
         raise ValidationError({"image": checked.hold_reason + " Imports take only images without burned-in text."})
-    hashes = [checked.sha256, checked.upload_sha256] if checked.upload_sha256 else [checked.sha256]
+    hashes = [checked.sha256, upload_sha256] if upload_sha256 else [checked.sha256]
     existing = Study.objects.filter(sha256__in=hashes).first()
     if existing is not None:
         return existing, False

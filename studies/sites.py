@@ -111,10 +111,10 @@ def site_list_for_upload(*, user: AbstractBaseUser) -> QuerySet[Site]:
     return Site.objects.filter(pk__in=user_site_ids(user, roles=UPLOAD_ROLES))
 
 
-def _upload_site(*, user: AbstractBaseUser, source: str) -> Site | None:
+def site_for_upload(*, user: AbstractBaseUser, source: str = "") -> Site | None:
     """The existing site an upload names (``source``: slug or name), or the uploader's only site when
     blank; None when ``source`` names a site that does not exist yet and OPEN_SITES lets the upload
-    open it. ValidationError on ``source`` otherwise."""
+    open it (site_open_for_upload, in the upload's transaction). ValidationError on ``source`` otherwise."""
     sites = site_list_for_upload(user=user)
     source = source.strip()
     if source:
@@ -133,17 +133,9 @@ def _upload_site(*, user: AbstractBaseUser, source: str) -> Site | None:
     raise ValidationError({"source": f"Name the site: one of {', '.join(sites.values_list('slug', flat=True))}."})
 
 
-def site_slug_for_upload(*, user: AbstractBaseUser, source: str = "") -> str:
-    """The slug of the site an upload will belong to, without writing anything (the key of its pseudonyms)."""
-    site = _upload_site(user=user, source=source)
+def site_slug_for_upload(*, site: Site | None, source: str = "") -> str:
+    """The slug of the site an upload will belong to (the key of its pseudonyms), before it is opened."""
     return site.slug if site is not None else _slug(source.strip())
-
-
-def site_for_upload(*, user: AbstractBaseUser, source: str = "") -> Site:
-    """The site an upload belongs to: ``source`` names one of the uploader's sites (slug or name);
-    left blank, the uploader's only site; with OPEN_SITES, a new name opens a new site."""
-    site = _upload_site(user=user, source=source)
-    return site if site is not None else site_open_for_upload(user=user, name=source.strip())
 
 
 def _slug(name: str) -> str:

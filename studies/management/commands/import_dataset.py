@@ -4,6 +4,8 @@ python manage.py import_dataset ../shared/data/cxr --labels ../shared/data/cxr/l
 """
 
 import csv
+import hashlib
+import io
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -59,8 +61,10 @@ class Command(BaseCommand):
         for row in tqdm(rows, desc="Importing", unit="image", disable=options["verbosity"] < 1):
             path = directory / row["path"]
             try:
-                with path.open("rb") as image:
-                    checked = image_check(file=image, source=row.get("source", ""), patient_ref=row.get("patient", ""))
+                data = path.read_bytes()
+                checked = image_check(
+                    file=io.BytesIO(data), source=row.get("source", ""), patient_ref=row.get("patient", "")
+                )
                 _, was_created = study_import(
                     checked=checked,
                     label=row["label"].strip(),
@@ -68,6 +72,7 @@ class Command(BaseCommand):
                     patient_ref=row.get("patient", ""),
                     view=row.get("view", ""),
                     source=row.get("source", ""),
+                    upload_sha256=hashlib.sha256(data).hexdigest(),
                 )
             except (OSError, ValidationError) as exc:
                 errors.append(f"{row['path']}: {exc}")
