@@ -87,9 +87,10 @@ def _to_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def _stretch(values: np.ndarray, low: np.float64, high: np.float64) -> np.ndarray:
+    """float32 ``values`` windowed to low..high and scaled to 0..255."""
     if high <= low:
         high = low + 1.0
-    scaled = (np.clip(values.astype(np.float32), low, high) - low) * (255.0 / (high - low))
+    scaled = (np.clip(values, low, high) - low) * (255.0 / (high - low))
     return scaled.round().astype(np.uint8)
 
 

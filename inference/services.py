@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -201,7 +200,6 @@ def predict_batch(
     *,
     sites: Sequence[str] | None = None,
     with_heatmap: bool = True,
-    overlay_max_side: int = OVERLAY_MAX_SIDE,
 ) -> list[PredictionResult]:
     """Classify decoded grayscale images from their ``sites`` in one batch with the deployed
     decision rule: preprocessing outside the compiled function, then one forward + Grad-CAM pass
@@ -221,7 +219,7 @@ def predict_batch(
     per_image_ms = (time.perf_counter() - started) * 1000.0 / len(grays)
     overlays: list[bytes | None] = [None] * len(grays)
     if cams is not None:
-        overlays = list(_overlay_pool().map(partial(heatmap_overlay_jpeg, max_side=overlay_max_side), grays, cams))
+        overlays = list(_overlay_pool().map(heatmap_overlay_jpeg, grays, cams))
     results = []
     for row, overlay in zip(probabilities, overlays, strict=True):
         index = int(np.argmax(row))

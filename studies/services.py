@@ -220,8 +220,7 @@ def study_import(
 ) -> tuple[Study, bool]:
     """Import a labelled image as a reviewed study; idempotent by content hash (``upload_sha256``, the
     file's own hash, also finds a study stored before de-identification existed)."""
-    if label not in Label.values:
-        raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
+    _check_label(label)
     if checked.hold_reason:
         raise ValidationError({"image": checked.hold_reason + " Imports take only images without burned-in text."})
     hashes = [checked.sha256, upload_sha256] if upload_sha256 else [checked.sha256]
@@ -257,16 +256,6 @@ def study_delete(*, study: Study, user: AbstractBaseUser | None = None) -> None:
         raise ValidationError({"study": "This study is in a frozen dataset snapshot; it cannot be deleted."}) from exc
     access_record(user=user, action=AccessEvent.Action.DELETE, study_id=study_id, detail=f"site {source}")
     transaction.on_commit(partial(_files_delete, *names))
-
-
-def study_mark_processing(*, study: Study) -> Study:
-    """A worker starts on the study: one more attempt, and the lease starts now."""
-    study.status = Study.Status.PROCESSING
-    study.error = ""
-    study.attempts = F("attempts") + 1
-    study.save(update_fields=["status", "error", "attempts", "status_changed_at"])
-    study.refresh_from_db(fields=["attempts", "status_changed_at"])
-    return study
 
 
 def study_mark_failed(*, study: Study, reason: str) -> Study:

@@ -85,12 +85,6 @@ def user_is_adjudicator(user: AbstractBaseUser) -> bool:
     return Role.REVIEWER in _roles(user) and ADJUDICATOR_GROUP in _roles(user)
 
 
-def user_is_site_lead(user: AbstractBaseUser) -> bool:
-    if not user.is_authenticated:
-        return False
-    return user.is_superuser or SiteMembership.objects.filter(user_id=user.pk, role=Role.LEAD).exists()
-
-
 def review_check_allowed(*, study: Study, reviewer: AbstractBaseUser) -> None:
     """A reviewer or site lead of the study's site may review it, never their own upload unless
     ALLOW_SELF_REVIEW is on. PermissionDenied (a 403) says which rule refused."""

@@ -12,16 +12,18 @@ from django.db import InterfaceError, OperationalError
 logger = logging.getLogger(__name__)
 
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+# Both prediction tasks: acknowledged after they ran (a killed worker's message comes back), retried
+# with back-off when the database blips; anything else is recorded on the study by the service.
+RETRYING = {
+    "bind": True,
+    "acks_late": True,
+    "autoretry_for": TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "max_retries": 5,
+}
 
 
-@shared_task(
-    name="inference.study_predict",
-    bind=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name="inference.study_predict", **RETRYING)
 def study_predict_task(self, study_id: int) -> str:
     """Predict a study with the active model, together with up to PREDICTION_BATCH_SIZE - 1 other
     waiting studies (a micro-batch; their own messages then find them done). Idempotent."""
@@ -52,14 +54,7 @@ def studies_predict(*, study_ids: list[int], more_waiting: int = 0) -> dict[int,
     )
 
 
-@shared_task(
-    name="studies.repredict_unreviewed",
-    bind=True,
-    acks_late=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name="studies.repredict_unreviewed", **RETRYING)
 def repredict_unreviewed_task(self, model_version_id: int, after_id: int = 0) -> int:
     """After a promotion: answer the unreviewed studies again with the new active model, one batch per
     message on the low-priority "repredict" queue. Gives way while new uploads wait, stops when the

@@ -147,14 +147,9 @@ def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def study_requeue_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_reviewer(request.user)
-    study = study_get_for_user(user=request.user, study_id=pk)
-    try:
-        study_requeue(study=study)
-    except ValidationError as error:
-        messages.error(request, " ".join(error.messages))
-    else:
-        messages.success(request, f"Study {study.pk} was sent for prediction again.")
-    return redirect("studies:detail", pk=study.pk)
+    return _form_action(
+        request, pk, lambda study: study_requeue(study=study), f"Study {pk} was sent for prediction again."
+    )
 
 
 def _queue_filters(request: HttpRequest) -> dict:
