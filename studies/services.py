@@ -299,27 +299,29 @@ def prediction_record(
     existing = Prediction.objects.filter(study=study, model_version_id=model_version_id).first()
     if existing is None:
         label = max(probabilities, key=probabilities.__getitem__)
-        prediction = Prediction(
-            study=study,
-            model_version_id=model_version_id,
-            probabilities=probabilities,
-            label=label,
-            confidence=probabilities[label],
-            entropy=_entropy(probabilities),
-            inference_ms=inference_ms,
-        )
-        existing = _prediction_save(prediction=prediction, heatmap_jpeg=heatmap_jpeg)
+        result = PredictionResult(probabilities, label, probabilities[label], inference_ms, heatmap_jpeg)
+        existing = _prediction_save(study=study, model_version_id=model_version_id, result=result)
     study_mark_predicted(study=study)
     return existing
 
 
-def _prediction_save(*, prediction: Prediction, heatmap_jpeg: bytes | None) -> Prediction:
-    """Insert a prediction; when another delivery of the same message got there first, keep
-    theirs and remove our heatmap file (a duplicate delivery is harmless)."""
-    if heatmap_jpeg:
-        name = f"{prediction.study.sha256}-{prediction.model_version_id}.jpg"
-        prediction.heatmap.save(name, ContentFile(heatmap_jpeg), save=False)
-    prediction.full_clean(exclude=["heatmap"], validate_constraints=False)
+def _prediction_save(*, study: Study, model_version_id: int, result: PredictionResult) -> Prediction:
+    """Insert a model's output for a study; when another delivery of the same message got there
+    first, keep theirs and remove our heatmap file (a duplicate delivery is harmless)."""
+    prediction = Prediction(
+        study=study,
+        model_version_id=model_version_id,
+        probabilities=result.probabilities,
+        label=result.label,
+        confidence=result.confidence,
+        entropy=_entropy(result.probabilities),
+        inference_ms=result.inference_ms,
+    )
+    if result.heatmap_jpeg:
+        name = f"{study.sha256}-{model_version_id}.jpg"
+        prediction.heatmap.save(name, ContentFile(result.heatmap_jpeg), save=False)
+    # The study and the model version were read in this transaction: no query to re-check that they exist.
+    prediction.full_clean(exclude=["heatmap", "study", "model_version"], validate_constraints=False)
     try:
         with transaction.atomic():
             prediction.save()
@@ -601,29 +603,19 @@ def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loa
             if isinstance(error, Exception):
                 study_mark_failed(study=study, reason=str(error))
                 outcomes[study.pk] = "failed"
+        recorded = set(  # by an earlier delivery whose status write was lost: one query for the batch
+            Prediction.objects.filter(
+                study_id__in=[study.pk for study, _ in readable], model_version_id=model_version_id
+            ).values_list("study_id", flat=True)
+        )
         for (study, _), result in zip(readable, results, strict=True):
-            _prediction_from_result(study=study, model_version_id=model_version_id, result=result)
+            if study.pk not in recorded:
+                _prediction_save(study=study, model_version_id=model_version_id, result=result)
             outcomes[study.pk] = "done"
         Study.objects.filter(pk__in=[study.pk for study, _ in readable]).update(
             status=Study.Status.PREDICTED, error="", status_changed_at=timezone.now()
         )
     return outcomes
-
-
-def _prediction_from_result(*, study: Study, model_version_id: int, result: PredictionResult) -> Prediction:
-    existing = Prediction.objects.filter(study=study, model_version_id=model_version_id).first()
-    if existing is not None:
-        return existing
-    prediction = Prediction(
-        study=study,
-        model_version_id=model_version_id,
-        probabilities=result.probabilities,
-        label=result.label,
-        confidence=result.confidence,
-        entropy=_entropy(result.probabilities),
-        inference_ms=result.inference_ms,
-    )
-    return _prediction_save(prediction=prediction, heatmap_jpeg=result.heatmap_jpeg)
 
 
 def _outcome_unclaimed(study_id: int, model_version_id: int) -> str:
