@@ -17,7 +17,7 @@ from rest_framework.views import APIView
 from studies.agreement import agreement_stats, dashboard_stats
 from studies.audit import access_record, request_address
 from studies.deidentify import notes_check, patient_ref_check
-from studies.models import AccessEvent, Label, RejectReason, Study
+from studies.models import AccessEvent, Label, Prediction, RejectReason, Study
 from studies.permissions import CanUpload, HasRole, IsAdjudicator, IsReviewer
 from studies.selectors import (
     QUEUE_ORDERS,
@@ -89,25 +89,32 @@ class StudyOutputSerializer(serializers.Serializer):
     assigned_to = serializers.CharField(source="assigned_to.username", default=None, allow_null=True)
     blinded = serializers.SerializerMethodField()
 
-    def _blinding(self, study: Study) -> tuple[bool, bool]:
-        """Readers see neither others' labels nor (on a blinded source) the model until they have read."""
-        request = self.context.get("request")
-        return study_blinding(user=request.user, study=study) if request else (False, False)
+    def _shown(self, study: Study) -> tuple[bool, bool, Prediction | None]:
+        """(hide the reads, hide the model, the prediction shown or None), worked out once per study (five
+        fields ask): readers see neither others' labels nor (on a blinded source) the model until they read."""
+        shown = getattr(self, "_shown_by_study", None)
+        if shown is None:
+            shown = self._shown_by_study = {}
+        if study.pk not in shown:
+            request = self.context.get("request")
+            hide_reads, hide_model = study_blinding(user=request.user, study=study) if request else (False, False)
+            shown[study.pk] = (hide_reads, hide_model, None if hide_model else study_latest_prediction(study))
+        return shown[study.pk]
 
     @extend_schema_field(ReviewOutputSerializer(many=True))
     def get_reviews(self, study: Study) -> list[dict]:
-        return [] if self._blinding(study)[0] else ReviewOutputSerializer(study.reviews.all(), many=True).data
+        return [] if self._shown(study)[0] else ReviewOutputSerializer(study.reviews.all(), many=True).data
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_final_label(self, study: Study) -> str | None:
-        return None if self._blinding(study)[0] else study.final_label
+        return None if self._shown(study)[0] else study.final_label
 
     def get_reads_required(self, study: Study) -> int:
         return study_reads_required(source=study.source)
 
     @extend_schema_field(serializers.DictField(child=serializers.BooleanField()))
     def get_blinded(self, study: Study) -> dict:
-        reads, model = self._blinding(study)
+        reads, model, _ = self._shown(study)
         return {"reads": reads, "model": model}
 
     def _url(self, name: str, study: Study) -> str:
@@ -120,12 +127,12 @@ class StudyOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_heatmap_url(self, study: Study) -> str | None:
-        prediction = None if self._blinding(study)[1] else study_latest_prediction(study)
+        prediction = self._shown(study)[2]
         return self._url("api:study-heatmap", study) if prediction and prediction.heatmap else None
 
     @extend_schema_field(PredictionOutputSerializer(allow_null=True))
     def get_prediction(self, study: Study) -> dict | None:
-        prediction = None if self._blinding(study)[1] else study_latest_prediction(study)
+        prediction = self._shown(study)[2]
         if prediction is None:
             return None
         # One nested serializer for the whole page: building one per study (fields deep-copied
