@@ -51,24 +51,6 @@ def _peak_traced_mb(check, data: bytes) -> float:
     return peak / 1e6
 
 
-def _deflated_12000() -> bytes:
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1.99"
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = "1.2.3"
-    dataset = FileDataset("x", {}, file_meta=meta, preamble=b"\0" * 128)
-    dataset.Rows = dataset.Columns = 12_000
-    dataset.SamplesPerPixel, dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 1, 16, 12, 11
-    dataset.PixelRepresentation, dataset.PhotometricInterpretation = 0, "MONOCHROME2"
-    dataset.PixelData = b"\0" * (12_000 * 12_000 * 2)
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
@@ -82,14 +64,14 @@ def main() -> int:
 
     logging.disable(logging.WARNING)  # pydicom logs every malformed header of the corpus
     from studies.services import image_check
-    from tests.hostile import _png, _zeros_deflated, hostile_files
+    from tests.hostile import _deflated_dicom_bomb, _png, _zeros_deflated, hostile_files
     from tests.images import dicom_bytes
 
     jpeg = (ROOT / "samples" / "images" / "covid" / "hannover-00.jpg").read_bytes()
     cases = [
         ("sample JPEG (ordinary)", jpeg),
         ("16-bit DICOM 96 px (ordinary)", dicom_bytes()),
-        ("deflated DICOM declaring 12000x12000", _deflated_12000()),
+        ("deflated DICOM declaring 12000x12000", _deflated_dicom_bomb(288)),  # 288 MB inflated, as in the issue
         ("PNG declaring 20000x20000, zlib-bomb IDAT", _png(20_000, 20_000, _zeros_deflated(8))),
     ]
     baseline = None

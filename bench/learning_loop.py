@@ -233,6 +233,7 @@ def upload_studies(client: "APIClient", data: Path, rows: list[dict[str, str]]) 
                 "label": row["label"],
                 "predicted": study["prediction"]["label"],
                 "confidence": study["prediction"]["confidence"],
+                "probabilities": study["prediction"]["probabilities"],
                 "model_version": study["prediction"]["model_version"],
                 "inference_ms": study["prediction"]["inference_ms"],
                 "latency_ms": latency_ms,
@@ -323,12 +324,17 @@ def version_info(run: "TrainingRun") -> dict[str, Any]:
     }
 
 
+def hyperparameter_overrides(args: argparse.Namespace) -> dict[str, int]:
+    """The training settings given on the command line, for every run of the benchmark."""
+    return {k: v for k, v in (("epochs", args.epochs), ("input_size", args.input_size)) if v is not None}
+
+
 def run_loop(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> dict[str, Any]:
     train_sources = [s for s in args.train_sources.split(",") if s]
     new_sources = [s for s in args.new_sources.split(",") if s]
     data = args.data.resolve()
     rows = read_rows(data, train_sources, new_sources)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("input_size", args.input_size)) if v is not None}
+    overrides = hyperparameter_overrides(args)
     setup_django(workdir)
     from django.conf import settings
 
@@ -343,9 +349,9 @@ def run_loop(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> dict[
     if not run_a.model_version.is_active:
         raise BenchError(f"version A was not activated: {run_a.model_version.gate_decision}")
     with watch.step("3 upload new sources through the API (A predicts)"):
-        uploads = upload_studies(api_client("uploader", sorted({r["source"] for r in rows})), data, rows)
+        uploads = upload_studies(api_client("uploader", new_sources), data, rows)
     with watch.step("4 review uploads with their true labels"):
-        reviews = review_studies(api_client("reviewer", sorted({r["source"] for r in rows})), uploads)
+        reviews = review_studies(api_client("reviewer", new_sources), uploads)
     with watch.step("5 retrain: version B"):
         run_b = train_version(overrides)
 
@@ -397,8 +403,6 @@ def run_loop(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> dict[
 def halves_by_patient(rows: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The site's rows split by patient into a half that is reviewed and a half that judges,
     alternating within each class (a patient's first label) in the order of a hash of its key."""
-    import hashlib
-
     first_label: dict[str, str] = {}
     for row in rows:
         first_label.setdefault(row["patient"], row["label"])
@@ -454,7 +458,7 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
         raise BenchError(f"unknown site {args.site}; labels.csv has {', '.join(sources)}.")
     train_sources = [s for s in sources if s != args.site]
     learn_rows, judge_rows = halves_by_patient([r for r in all_rows if r["source"] == args.site])
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("input_size", args.input_size)) if v is not None}
+    overrides = hyperparameter_overrides(args)
     setup_django(workdir)
     from django.conf import settings
     from django.urls import reverse
@@ -472,7 +476,7 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
     with watch.step("3 upload the judging half (A predicts; never reviewed)"):
         judged = upload_studies(uploader, data, judge_rows)
     judge_ids = [u["study_id"] for u in judged]
-    before = answers(uploader, judge_ids, judge_rows)
+    before = judged  # A's answers, read back by upload_studies
     with watch.step("4 upload and review the learning half"):
         learned = upload_studies(uploader, data, learn_rows)
         reviews = review_studies(reviewer, learned)
