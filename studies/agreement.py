@@ -15,7 +15,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from studies.models import Label, Review, Study
-from studies.selectors import study_annotate_labels, study_visible_queryset
+from studies.selectors import studies_visible, study_annotate_labels
 
 CATEGORIES = list(Label.values)
 
@@ -109,7 +109,7 @@ def _studies(user: AbstractBaseUser | None) -> QuerySet[Study]:
     """The studies the figures count: those ``user`` may see (their sites), or all when None."""
     if user is None:
         return Study.objects.all()
-    return Study.objects.filter(pk__in=study_visible_queryset(user=user).values("pk"))
+    return studies_visible(user=user)
 
 
 def agreement_stats(*, user: AbstractBaseUser | None = None, weeks: int = 12) -> dict:

@@ -25,6 +25,7 @@ from studies.selectors import (
     review_queue_list,
     study_as_created,
     study_blinding,
+    study_files_get_for_user,
     study_get_for_user,
     study_image_for_browser,
     study_latest_prediction,
@@ -283,7 +284,7 @@ class StudyImageApi(APIView):
     def get(self, request: Request, pk: int) -> HttpResponse:
         params = self.ParamsSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
-        study = study_get_for_user(user=request.user, study_id=pk)
+        study = study_files_get_for_user(user=request.user, study_id=pk)
         size = params.validated_data.get("size")
         image = study_image_for_browser(study=study, size=size)
         access_record(

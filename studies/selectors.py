@@ -111,18 +111,22 @@ def study_annotate(queryset: QuerySet[Study]) -> QuerySet[Study]:
     )
 
 
-def study_visible_queryset(*, user: AbstractBaseUser) -> QuerySet[Study]:
+def studies_visible(*, user: AbstractBaseUser) -> QuerySet[Study]:
     """By site membership: reviewers and site leads see every study of their sites, uploaders the
     studies they uploaded there; superusers see all; anyone else (staff included) sees none."""
     if not user.is_authenticated:
-        return study_annotate(Study.objects.none())
-    queryset = Study.objects.all()
-    if not user.is_superuser:
-        queryset = queryset.filter(
-            Q(site__in=user_site_ids(user, roles=REVIEW_ROLES))
-            | Q(site__in=user_site_ids(user, roles=(Role.UPLOADER,)), uploaded_by=user)
-        )
-    return study_annotate(queryset)
+        return Study.objects.none()
+    if user.is_superuser:
+        return Study.objects.all()
+    return Study.objects.filter(
+        Q(site__in=user_site_ids(user, roles=REVIEW_ROLES))
+        | Q(site__in=user_site_ids(user, roles=(Role.UPLOADER,)), uploaded_by=user)
+    )
+
+
+def study_visible_queryset(*, user: AbstractBaseUser) -> QuerySet[Study]:
+    """The studies a user may see (studies_visible), annotated for pages and JSON."""
+    return study_annotate(studies_visible(user=user))
 
 
 # Validated filter values (StudyListCreateApi.FilterSerializer) → the lookups they stand for.
@@ -169,6 +173,12 @@ def study_as_created(study: Study) -> Study:
 
 def study_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:
     return get_object_or_404(study_visible_queryset(user=user), pk=study_id)
+
+
+def study_files_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:
+    """A visible study with only its files: the image endpoint, asked once per thumbnail, needs
+    neither the label annotations nor the prefetched predictions and reviews."""
+    return get_object_or_404(studies_visible(user=user).only("id", "image", "rendition"), pk=study_id)
 
 
 QUEUE_ORDERS = {
