@@ -75,6 +75,12 @@ def user_has_role(user: AbstractBaseUser) -> bool:
     return user_can_upload(user) or any(user.has_perm(perm) for perm in TRAINING_PERMISSIONS)
 
 
+def role_required(user: AbstractBaseUser) -> None:
+    """Pages that need a role (any, see user_has_role) refuse a bare login with this."""
+    if not user_has_role(user):
+        raise PermissionDenied("Your account has no role: an administrator must add you to a site.")
+
+
 def user_is_adjudicator(user: AbstractBaseUser) -> bool:
     """Settles readers' disagreements: a site lead, a reviewer in the ``adjudicator`` group, or a
     superuser. Which studies they see still follows their sites."""

@@ -35,7 +35,7 @@ from studies.services import (
     study_requeue,
     study_send_back,
 )
-from studies.sites import site_list_for_upload, user_has_role
+from studies.sites import role_required, site_list_for_upload
 
 PAGE_SIZE = 25
 LIST_FILTERS = ("status", "reviewed", "label")
@@ -63,8 +63,7 @@ def _error_messages(request: HttpRequest, error: ValidationError) -> None:
 
 @login_required
 def study_list_view(request: HttpRequest) -> HttpResponse:
-    if not user_has_role(request.user):
-        raise PermissionDenied("Your account has no role: an administrator must add you to a site.")
+    role_required(request.user)
     filters = {key: request.GET[key] for key in LIST_FILTERS if request.GET.get(key)}
     validated = StudyListCreateApi.FilterSerializer(data=filters)
     if not validated.is_valid():

@@ -15,7 +15,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from studies.selectors import prediction_agreement_by_source
-from studies.sites import user_has_role
+from studies.sites import role_required
 from training.models import ModelVersion, TrainingRun
 from training.selectors import model_version_list, training_run_list
 from training.services import model_version_promote, training_run_create
@@ -85,11 +85,6 @@ def _macro_auc(version: ModelVersion) -> ModelVersion:
     return version
 
 
-def _require_role(request: HttpRequest) -> None:
-    if not user_has_role(request.user):
-        raise PermissionDenied("Your account has no role: an administrator must add you to a site.")
-
-
 def _require_perm(request: HttpRequest, perm: str) -> None:
     if not request.user.has_perm(perm):
         raise PermissionDenied("Your account lacks the permission to do this.")
@@ -97,7 +92,7 @@ def _require_perm(request: HttpRequest, perm: str) -> None:
 
 @login_required
 def model_list_view(request: HttpRequest) -> HttpResponse:
-    _require_role(request)
+    role_required(request.user)
     context = {
         "versions": [_macro_auc(version) for version in model_version_list()],
         "agreement": prediction_agreement_by_source(),
@@ -110,7 +105,7 @@ def model_list_view(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def model_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_role(request)
+    role_required(request.user)
     version = _macro_auc(get_object_or_404(model_version_list(), pk=pk))
     context = {
         "version": version,
@@ -124,7 +119,7 @@ def model_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def training_run_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    _require_role(request)
+    role_required(request.user)
     run = get_object_or_404(training_run_list(), pk=pk)
     context = {
         "run": run,
