@@ -43,7 +43,7 @@ from studies.deidentify import (
 )
 from studies.models import AccessEvent, Label, Patient, Prediction, RejectReason, Review, Site, Study
 from studies.selectors import study_latest_prediction, study_reads_required, user_is_adjudicator, user_is_reviewer
-from studies.sites import REVIEW_ROLES, review_check_allowed, site_get_or_create, user_site_ids
+from studies.sites import review_check_allowed, site_get_or_create, user_reviews_site
 from studies.tasks import study_predict_task
 
 logger = logging.getLogger(__name__)
@@ -452,10 +452,7 @@ def review_adjudicate(*, study: Study, adjudicator: AbstractBaseUser, label: str
     _check_label(label)
     if not user_is_adjudicator(adjudicator):
         raise ValidationError({"study": "Only adjudicators may set a final label over the readers."})
-    if (
-        not adjudicator.is_superuser
-        and not user_site_ids(adjudicator, roles=REVIEW_ROLES).filter(site_id=study.site_id).exists()
-    ):
+    if not user_reviews_site(adjudicator, study.site_id):
         raise ValidationError(
             {"study": f"Only adjudicators who review studies of {study.site} may adjudicate this one."}
         )
@@ -514,7 +511,7 @@ def study_assign(*, study: Study, reviewer_username: str | None) -> Study:
         reviewer = get_user_model().objects.filter(username=reviewer_username).first()
         if reviewer is None or not user_is_reviewer(reviewer):
             raise ValidationError({"reviewer": f"{reviewer_username!r} is not a reviewer."})
-        if not reviewer.is_superuser and not user_site_ids(reviewer, roles=REVIEW_ROLES).filter(site_id=study.site_id):
+        if not user_reviews_site(reviewer, study.site_id):
             raise ValidationError({"reviewer": f"{reviewer_username!r} does not review studies of {study.site}."})
     study.assigned_to = reviewer
     study.save(update_fields=["assigned_to", "status_changed_at"])

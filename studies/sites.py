@@ -91,15 +91,15 @@ def user_is_adjudicator(user: AbstractBaseUser) -> bool:
     return Role.REVIEWER in _roles(user) and ADJUDICATOR_GROUP in _roles(user)
 
 
+def user_reviews_site(user: AbstractBaseUser, site_id: int) -> bool:
+    """A superuser, or a reviewer or site lead of that site: who may read, adjudicate or be assigned its studies."""
+    return user.is_superuser or user_site_ids(user, roles=REVIEW_ROLES).filter(site_id=site_id).exists()
+
+
 def review_check_allowed(*, study: Study, reviewer: AbstractBaseUser) -> None:
     """A reviewer or site lead of the study's site may review it, never their own upload unless
     ALLOW_SELF_REVIEW is on. PermissionDenied (a 403) says which rule refused."""
-    if (
-        not reviewer.is_superuser
-        and not SiteMembership.objects.filter(
-            user_id=reviewer.pk, site_id=study.site_id, role__in=REVIEW_ROLES
-        ).exists()
-    ):
+    if not user_reviews_site(reviewer, study.site_id):
         raise PermissionDenied(f"Only reviewers or site leads of {study.site} may review this study.")
     if study.uploaded_by_id == reviewer.pk and not settings.ALLOW_SELF_REVIEW:
         raise PermissionDenied("You uploaded this study; another reviewer must review it.")
