@@ -1,6 +1,7 @@
 """API tokens: issued for a username and password, expiring, throttled, locked out after failures."""
 
 from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from knox.models import AuthToken
 from rest_framework import serializers
@@ -54,5 +55,8 @@ class AuthTokenCreateApi(APIView):
         user = authenticate(request._request, **serializer.validated_data)
         if user is None:
             raise ValidationError({"non_field_errors": ["Unable to log in with the username and password given."]})
+        # What django.contrib.auth.login sends (knox's own login view does too): the audit trail records the
+        # login, django-axes resets the failures, last_login is set.
+        user_logged_in.send(sender=type(user), request=request._request, user=user)
         instance, token = AuthToken.objects.create(user=user)
         return Response(self.OutputSerializer({"token": token, "expiry": instance.expiry}).data)

@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
+from studies.audit import request_address
 from studies.models import AccessEvent, Label, Patient, Prediction, Review, Site, SiteMembership, Study
 from studies.selectors import study_annotate_labels
 from studies.services import review_confirm, review_submit, study_delete, study_release, study_requeue
@@ -68,7 +69,7 @@ def confirm_prediction(modeladmin: admin.ModelAdmin, request: HttpRequest, query
         modeladmin,
         request,
         queryset,
-        lambda study: review_confirm(study=study, reviewer=request.user),
+        lambda study: review_confirm(study=study, reviewer=request.user, address=request_address(request)),
         "Prediction confirmed",
     )
 
@@ -79,7 +80,9 @@ def _set_label_action(label: Label) -> Callable[[admin.ModelAdmin, HttpRequest, 
             modeladmin,
             request,
             queryset,
-            lambda study: review_submit(study=study, reviewer=request.user, label=label.value),
+            lambda study: review_submit(
+                study=study, reviewer=request.user, label=label.value, address=request_address(request)
+            ),
             f"Labelled {label.label}",
         )
 
@@ -89,7 +92,13 @@ def _set_label_action(label: Label) -> Callable[[admin.ModelAdmin, HttpRequest, 
 
 @admin.action(description="Release held study (pixels checked: no identifying text)")
 def release_held(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Study]) -> None:
-    _report(modeladmin, request, queryset, lambda study: study_release(study=study), "Released for prediction")
+    _report(
+        modeladmin,
+        request,
+        queryset,
+        lambda study: study_release(study=study, user=request.user, address=request_address(request)),
+        "Released for prediction",
+    )
 
 
 @admin.action(description="Re-run prediction")
@@ -183,11 +192,12 @@ class StudyAdmin(admin.ModelAdmin):
         return study_annotate_labels(super().get_queryset(request)).select_related("patient")
 
     def delete_model(self, request: HttpRequest, obj: Study) -> None:
-        study_delete(study=obj, user=request.user)  # the files go too, once the deletion is committed
+        # The files go too, once the deletion is committed.
+        study_delete(study=obj, user=request.user, address=request_address(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset:
-            study_delete(study=study, user=request.user)
+            study_delete(study=study, user=request.user, address=request_address(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # studies come in through the upload API, which checks the image
@@ -263,8 +273,9 @@ class PredictionAdmin(ViewOnlyAdmin):
 class AccessEventAdmin(ViewOnlyAdmin):
     """The access audit trail: read-only, never deleted from the admin."""
 
-    list_display = ["at", "username", "action", "study_id_ref", "detail", "address"]
-    list_filter = ["action"]
+    list_display = ["at", "username", "action", "study_id_ref", "site", "detail", "address"]
+    list_filter = ["action", "site"]
+    list_select_related = ["site"]
     search_fields = ["username", "=study_id_ref"]
     date_hierarchy = "at"
 

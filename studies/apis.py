@@ -256,6 +256,7 @@ class StudyListCreateApi(APIView):
                 patient_ref=data.get("patient_ref", ""),
                 view=data.get("view", ""),
                 notes=data.get("notes", ""),
+                address=request_address(request),
             )
         output = StudyOutputSerializer(study_as_created(study), context={"request": request})
         return Response(output.data, status=status.HTTP_201_CREATED)
@@ -290,7 +291,7 @@ class StudyImageApi(APIView):
         access_record(
             user=request.user,
             action=AccessEvent.Action.IMAGE,
-            study_id=study.pk,
+            study=study,
             detail=f"size={size}" if size else "full",
             address=request_address(request),
         )
@@ -314,7 +315,7 @@ class StudyHeatmapApi(APIView):
         access_record(
             user=request.user,
             action=AccessEvent.Action.HEATMAP,
-            study_id=study.pk,
+            study=study,
             detail=f"prediction {prediction.pk}",
             address=request_address(request),
         )
@@ -343,7 +344,9 @@ class ReviewCreateApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
-        review = review_submit(study=study, reviewer=request.user, **serializer.validated_data)
+        review = review_submit(
+            study=study, reviewer=request.user, address=request_address(request), **serializer.validated_data
+        )
         return Response(ReviewOutputSerializer(review).data, status=status.HTTP_201_CREATED)
 
 
@@ -369,7 +372,10 @@ class StudyRejectApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
-        return _study_response(request, study_reject(study=study, reviewer=request.user, **serializer.validated_data))
+        rejected = study_reject(
+            study=study, reviewer=request.user, address=request_address(request), **serializer.validated_data
+        )
+        return _study_response(request, rejected)
 
 
 class StudySendBackApi(APIView):
@@ -380,7 +386,9 @@ class StudySendBackApi(APIView):
     @extend_schema(request=None, responses=StudyOutputSerializer)
     def post(self, request: Request, pk: int) -> Response:
         study = study_get_for_user(user=request.user, study_id=pk)
-        return _study_response(request, study_send_back(study=study, user=request.user))
+        return _study_response(
+            request, study_send_back(study=study, user=request.user, address=request_address(request))
+        )
 
 
 class StudyAssignApi(APIView):
@@ -421,7 +429,9 @@ class StudyAdjudicateApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
-        review = review_adjudicate(study=study, adjudicator=request.user, **serializer.validated_data)
+        review = review_adjudicate(
+            study=study, adjudicator=request.user, address=request_address(request), **serializer.validated_data
+        )
         return Response(ReviewOutputSerializer(review).data, status=status.HTTP_201_CREATED)
 
 

@@ -207,22 +207,40 @@ class Review(models.Model):
 
 
 class AccessEvent(models.Model):
-    """Who looked at or took patient data, and when: written by studies.audit, never edited.
+    """The audit trail, append-only: who looked at, changed or took patient data, who changed the active model,
+    who logged in or failed to; when and from where. Written by studies.audit, never edited.
 
-    Study ids and snapshot ids, never patient identifiers; kept when the study is deleted."""
+    Study, snapshot and model ids, never patient identifiers; kept when the study is deleted. ``site`` is the
+    study's site: its leads see the event (events about no study, such as logins, only superusers)."""
 
     class Action(models.TextChoices):
+        UPLOAD = "upload", "Study uploaded"
+        IMPORT = "import", "Study imported"
+        RELEASE = "release", "Held study released"
         IMAGE = "image", "Image viewed"
         HEATMAP = "heatmap", "Heatmap viewed"
+        REVIEW = "review", "Study read"
+        ADJUDICATE = "adjudicate", "Study adjudicated"
+        REJECT = "reject", "Study rejected"
+        SEND_BACK = "send_back", "Study sent back"
         EXPORT = "export", "Dataset exported"
         DELETE = "delete", "Study deleted"
+        PROMOTE = "promote", "Model version activated"
+        OVERRIDE = "override", "Model version activated against the gate"
+        LOGIN = "login", "Logged in"
+        LOGIN_FAILED = "login_failed", "Login failed"
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
-    username = models.CharField(max_length=150, help_text="Kept when the account is deleted.")
+    username = models.CharField(
+        max_length=150, help_text="Kept when the account is deleted; for a failed login, the name tried."
+    )
     action = models.CharField(max_length=16, choices=Action.choices, db_index=True)
     study_id_ref = models.PositiveIntegerField(null=True, blank=True, db_index=True, help_text="Study id.")
+    site = models.ForeignKey(
+        Site, on_delete=models.PROTECT, null=True, blank=True, related_name="+", help_text="The study's site."
+    )
     detail = models.CharField(max_length=200, blank=True)
     address = models.GenericIPAddressField(null=True, blank=True)
     at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -166,10 +166,11 @@ def study_create(
     patient_ref: str = "",
     view: str = "",
     notes: str = "",
+    address: str = "",
 ) -> Study:
     """Store a de-identified upload at ``site`` (its slug is the study's source) and dispatch its prediction
     once the row is committed; a study with text burned into its pixels is held for a person's decision
-    instead (study_release)."""
+    instead (study_release). The audit trail records the upload (``address``: the client's)."""
     study = Study(
         site=site,
         patient=patient_get_or_create(site=site, ref=patient_ref or checked.patient_ref),
@@ -181,6 +182,7 @@ def study_create(
         error=checked.hold_reason,
     )
     _study_save(checked=checked, study=study)
+    access_record(user=uploaded_by, action=AccessEvent.Action.UPLOAD, study=study, detail=study.status, address=address)
     if not checked.hold_reason:
         transaction.on_commit(lambda: study_prediction_dispatch(study_id=study.id))
     return study
@@ -200,10 +202,11 @@ def study_prediction_dispatch(*, study_id: int) -> bool:
 
 
 @transaction.atomic
-def study_release(*, study: Study) -> Study:
-    """A person checked a held study's pixels (no identifying text): send it for prediction."""
+def study_release(*, study: Study, user: AbstractBaseUser | None, address: str = "") -> Study:
+    """A person checked a held study's pixels (no identifying text): send it for prediction (audited)."""
     if study.status != Study.Status.HELD:
         raise ValidationError({"study": f"Only held studies can be released; this one is {study.status}."})
+    access_record(user=user, action=AccessEvent.Action.RELEASE, study=study, address=address)
     return _study_dispatch(study)
 
 
@@ -240,21 +243,21 @@ def study_import(
     study.label_rule = Study.LabelRule.IMPORTED
     _study_save(checked=checked, study=study)
     Review.objects.create(study=study, reviewer=reviewer, label=label, comment="Imported dataset label.")
+    access_record(user=reviewer, action=AccessEvent.Action.IMPORT, study=study, detail=label)
     return study, True
 
 
 @transaction.atomic
-def study_delete(*, study: Study, user: AbstractBaseUser | None = None) -> None:
+def study_delete(*, study: Study, user: AbstractBaseUser | None = None, address: str = "") -> None:
     """Delete a study with its predictions and reviews; its files (image, rendition, heatmaps) go once committed.
-    The audit trail keeps who deleted which study."""
-    study_id, source = study.pk, study.source
+    The audit trail keeps who deleted which study of which site."""
     names = [study.image.name, study.rendition.name]
     names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
+    access_record(user=user, action=AccessEvent.Action.DELETE, study=study, address=address)
     try:
         study.delete()
     except ProtectedError as exc:
         raise ValidationError({"study": "This study is in a frozen dataset snapshot; it cannot be deleted."}) from exc
-    access_record(user=user, action=AccessEvent.Action.DELETE, study_id=study_id, detail=f"site {source}")
     transaction.on_commit(partial(_files_delete, *names))
 
 
@@ -346,11 +349,17 @@ def _check_label(label: str) -> None:
 
 @transaction.atomic
 def review_submit(
-    *, study: Study, reviewer: AbstractBaseUser, label: str, comment: str = "", reading_ms: int | None = None
+    *,
+    study: Study,
+    reviewer: AbstractBaseUser,
+    label: str,
+    comment: str = "",
+    reading_ms: int | None = None,
+    address: str = "",
 ) -> Review:
     """A reader confirms or corrects a prediction. The study's final label then follows its rule:
     with one read required the latest read; with more, the readers' unanimous label, else adjudication.
-    Only a reviewer or lead of the study's site, never the uploader (unless ALLOW_SELF_REVIEW)."""
+    Only a reviewer or lead of the study's site, never the uploader (unless ALLOW_SELF_REVIEW). Audited."""
     review_check_allowed(study=study, reviewer=reviewer)
     _check_label(label)
     _prediction_to_review(study)
@@ -369,15 +378,28 @@ def review_submit(
     review.full_clean()
     review.save()
     study_reading_resolve(study=study)
+    _review_record(review, AccessEvent.Action.REVIEW, address)
     return review
 
 
+def _review_record(review: Review, action: str, address: str) -> None:
+    access_record(
+        user=review.reviewer,
+        action=action,
+        study=review.study,
+        detail=f"{review.label}, round {review.round}",
+        address=address,
+    )
+
+
 def review_confirm(
-    *, study: Study, reviewer: AbstractBaseUser, comment: str = "", reading_ms: int | None = None
+    *, study: Study, reviewer: AbstractBaseUser, comment: str = "", reading_ms: int | None = None, address: str = ""
 ) -> Review:
     """A reviewer agrees with the latest prediction."""
     label = _prediction_to_review(study).label
-    return review_submit(study=study, reviewer=reviewer, label=label, comment=comment, reading_ms=reading_ms)
+    return review_submit(
+        study=study, reviewer=reviewer, label=label, comment=comment, reading_ms=reading_ms, address=address
+    )
 
 
 def _prediction_to_review(study: Study) -> Prediction:
@@ -447,8 +469,10 @@ def study_reading_resolve(*, study: Study) -> Study:
 
 
 @transaction.atomic
-def review_adjudicate(*, study: Study, adjudicator: AbstractBaseUser, label: str, reason: str) -> Review:
-    """An adjudicator settles readers' disagreement; the reason is kept with the final label."""
+def review_adjudicate(
+    *, study: Study, adjudicator: AbstractBaseUser, label: str, reason: str, address: str = ""
+) -> Review:
+    """An adjudicator settles readers' disagreement; the reason is kept with the final label (audited)."""
     _check_label(label)
     if not user_is_adjudicator(adjudicator):
         raise ValidationError({"study": "Only adjudicators may set a final label over the readers."})
@@ -472,12 +496,16 @@ def review_adjudicate(*, study: Study, adjudicator: AbstractBaseUser, label: str
     review.full_clean()
     review.save()
     study_reading_resolve(study=study)
+    _review_record(review, AccessEvent.Action.ADJUDICATE, address)
     return review
 
 
 @transaction.atomic
-def study_reject(*, study: Study, reviewer: AbstractBaseUser, reason: str, comment: str = "") -> Study:
-    """Take a study out of reading and out of every dataset, with a reason (a reader of its site)."""
+def study_reject(
+    *, study: Study, reviewer: AbstractBaseUser, reason: str, comment: str = "", address: str = ""
+) -> Study:
+    """Take a study out of reading and out of every dataset, with a reason (a reader of its site). Audited,
+    with the reason's code (the comment is free text and stays with the study)."""
     review_check_allowed(study=study, reviewer=reviewer)
     if reason not in RejectReason.values:
         raise ValidationError(
@@ -489,18 +517,27 @@ def study_reject(*, study: Study, reviewer: AbstractBaseUser, reason: str, comme
     study.rejection_reason, study.rejection_comment, study.rejected_by = reason, comment.strip(), reviewer
     study.full_clean()
     study.save()
+    access_record(user=reviewer, action=AccessEvent.Action.REJECT, study=study, detail=reason, address=address)
     return study
 
 
 @transaction.atomic
-def study_send_back(*, study: Study, user: AbstractBaseUser) -> Study:
-    """Start a new reading round: earlier reads, rejection and final label stop counting (they stay in history)."""
+def study_send_back(*, study: Study, user: AbstractBaseUser, address: str = "") -> Study:
+    """Start a new reading round: earlier reads, rejection and final label stop counting (they stay in history).
+    Audited."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     study.reading_round += 1
     study.reading_state = Study.Reading.UNREAD
     study.label_final, study.label_rule = "", ""
     study.rejection_reason, study.rejection_comment, study.rejected_by = "", "", None
     study.save()
+    access_record(
+        user=user,
+        action=AccessEvent.Action.SEND_BACK,
+        study=study,
+        detail=f"round {study.reading_round}",
+        address=address,
+    )
     return study
 
 

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from studies.apis import ReviewQueueApi, StudyListCreateApi
+from studies.audit import request_address
 from studies.models import Label, RejectReason, Study
 from studies.selectors import (
     QUEUE_ORDERS,
@@ -134,6 +135,7 @@ def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
             reviewer=request.user,
             label=request.POST.get("label", ""),
             comment=request.POST.get("comment", ""),
+            address=request_address(request),
         )
     except ValidationError as error:
         _error_messages(request, error)
@@ -230,7 +232,9 @@ def study_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _form_action(
         request,
         pk,
-        lambda study: study_reject(study=study, reviewer=request.user, reason=reason, comment=comment),
+        lambda study: study_reject(
+            study=study, reviewer=request.user, reason=reason, comment=comment, address=request_address(request)
+        ),
         f"Study {pk} rejected: it will not enter any dataset.",
     )
 
@@ -240,7 +244,10 @@ def study_reject_view(request: HttpRequest, pk: int) -> HttpResponse:
 def study_send_back_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_reviewer(request.user)
     return _form_action(
-        request, pk, lambda study: study_send_back(study=study, user=request.user), f"Study {pk} sent back for reading."
+        request,
+        pk,
+        lambda study: study_send_back(study=study, user=request.user, address=request_address(request)),
+        f"Study {pk} sent back for reading.",
     )
 
 
@@ -251,7 +258,9 @@ def study_adjudicate_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _form_action(
         request,
         pk,
-        lambda study: review_adjudicate(study=study, adjudicator=request.user, label=label, reason=reason),
+        lambda study: review_adjudicate(
+            study=study, adjudicator=request.user, label=label, reason=reason, address=request_address(request)
+        ),
         f"Study {pk} adjudicated.",
     )
 

@@ -11,6 +11,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from studies.admin import ViewOnlyAdmin
+from studies.audit import request_address
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion, TrainingRun
 from training.services import model_version_promote, training_run_create
 from training.views import model_card_html
@@ -30,7 +31,10 @@ def activate(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Query
     version = queryset.get()
     try:
         model_version_promote(
-            model_version=version, user=request.user, reason=f"admin action by {request.user.get_username()}"
+            model_version=version,
+            user=request.user,
+            reason=f"admin action by {request.user.get_username()}",
+            address=request_address(request),
         )
     except ValidationError as error:
         modeladmin.message_user(request, " ".join(error.messages), level=messages.ERROR)

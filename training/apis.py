@@ -115,6 +115,7 @@ class ModelVersionPromoteApi(APIView):
             user=request.user,
             reason=f"Manual activation by {request.user.get_username()}: {serializer.validated_data['reason']}",
             override=serializer.validated_data["override"],
+            address=request_address(request),
         )
         return Response(ModelVersionOutputSerializer(version).data)
 

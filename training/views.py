@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
+from studies.audit import request_address
 from studies.selectors import prediction_agreement_by_source
 from studies.sites import role_required
 from training.models import ModelVersion, TrainingRun
@@ -161,6 +162,7 @@ def model_version_activate_view(request: HttpRequest, pk: int) -> HttpResponse:
             user=request.user,
             reason=f"Web UI, {request.user.get_username()}: {written or 'no reason given'}",
             override=request.POST.get("override") == "on" and bool(written),
+            address=request_address(request),
         )
     except ValidationError as error:
         for text in error.messages:

@@ -1,15 +1,42 @@
-"""The access audit trail: image and heatmap views, dataset exports and deletions leave a row;
-refused requests leave none; reviews and audit rows cannot be deleted in the admin."""
+"""The audit trail: uploads, imports and releases, image and heatmap views, reads, adjudications,
+rejections and send-backs, dataset exports, deletions, model activations, logins and failed logins each leave
+a row with the study's site and no patient identifier; refused requests leave none; reviews and audit rows
+cannot be deleted in the admin."""
 
 import pytest
 from django.contrib.admin.sites import site as admin_site
+from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import RequestFactory
+from django.urls import reverse
 
-from studies.models import AccessEvent, Review
-from studies.services import study_delete
-from tests.factories import PredictionFactory, ReviewFactory, StudyFactory, UserFactory, ml_lead, reviewer
-from training.services import snapshot_create
+from studies.models import AccessEvent, Review, Study
+from studies.services import (
+    image_check,
+    review_adjudicate,
+    review_submit,
+    study_delete,
+    study_import,
+    study_reject,
+    study_release,
+    study_send_back,
+)
+from tests.factories import (
+    ModelVersionFactory,
+    PredictionFactory,
+    ReviewFactory,
+    StudyFactory,
+    UserFactory,
+    ml_lead,
+    reviewer,
+    score_cases,
+    site_lead,
+    uploader,
+)
+from tests.images import png_bytes
+from training.models import DatasetSnapshot
+from training.services import model_version_promote, snapshot_create
 
 pytestmark = pytest.mark.django_db
 
@@ -56,6 +83,7 @@ def test_a_dataset_export_and_a_study_deletion_are_recorded(api_client):
     study_delete(study=other, user=UserFactory(username="admin-1"))
 
     assert _events() == [("lead-1", "export", None), ("admin-1", "delete", other_id)]
+    assert AccessEvent.objects.get(action="delete").site.slug == other.source
     assert f"snapshot {snapshot.pk}" in AccessEvent.objects.get(action="export").detail
 
 
@@ -65,3 +93,111 @@ def test_reviews_and_audit_rows_cannot_be_deleted_in_the_admin():
     assert not admin_site._registry[Review].has_delete_permission(request)
     assert not admin_site._registry[AccessEvent].has_delete_permission(request)
     assert not admin_site._registry[AccessEvent].has_change_permission(request)
+
+
+def _trail() -> list[tuple[str, str, int | None, str | None, str]]:
+    return list(
+        AccessEvent.objects.order_by("id").values_list("username", "action", "study_id_ref", "site__slug", "detail")
+    )
+
+
+def test_an_upload_is_recorded_with_its_site_and_address_and_never_the_patient_reference(api_client):
+    user = uploader(username="up-1", site_name="site-a")
+    api_client.force_authenticate(user)
+    image = SimpleUploadedFile("cxr.png", png_bytes())
+    body = {"image": image, "patient_ref": "PSEUDO-4711", "notes": "cough", "source": "site-a"}
+
+    response = api_client.post("/api/studies/", body, format="multipart")
+
+    assert response.status_code == 201
+    assert _trail() == [("up-1", "upload", response.json()["id"], "site-a", "queued")]
+    assert AccessEvent.objects.get().address == "127.0.0.1"
+    row = AccessEvent.objects.values().get()
+    assert not any("PSEUDO-4711" in str(value) or "cough" in str(value) for value in row.values())
+
+
+def test_reads_an_adjudication_a_send_back_and_a_rejection_are_recorded_with_who_and_what(settings):
+    settings.REVIEW_READS_REQUIRED = 2
+    study = PredictionFactory(study__source="site-a").study
+    first, second = reviewer(username="r-1", site_name="site-a"), reviewer(username="r-2", site_name="site-a")
+    lead = site_lead(username="lead-1", site_name="site-a")
+
+    review_submit(study=study, reviewer=first, label="normal", address="10.0.0.1")
+    review_submit(study=study, reviewer=second, label="covid", comment="GGO left", address="10.0.0.2")
+    review_adjudicate(study=study, adjudicator=lead, label="covid", reason="Peripheral GGO", address="10.0.0.3")
+    study_send_back(study=study, user=lead)
+    study_reject(study=study, reviewer=first, reason="unreadable", comment="motion blur")
+
+    assert _trail() == [
+        ("r-1", "review", study.pk, "site-a", "normal, round 1"),
+        ("r-2", "review", study.pk, "site-a", "covid, round 1"),
+        ("lead-1", "adjudicate", study.pk, "site-a", "covid, round 1"),
+        ("lead-1", "send_back", study.pk, "site-a", "round 2"),
+        ("r-1", "reject", study.pk, "site-a", "unreadable"),
+    ]
+    assert list(AccessEvent.objects.order_by("id").values_list("address", flat=True)[:3]) == [
+        "10.0.0.1",
+        "10.0.0.2",
+        "10.0.0.3",
+    ]
+
+
+def test_a_refused_read_leaves_no_audit_row():
+    study = PredictionFactory(study__source="site-b").study
+    with pytest.raises(PermissionDenied, match="Only reviewers or site leads of"):
+        review_submit(study=study, reviewer=reviewer(site_name="site-a"), label="normal")
+    assert not AccessEvent.objects.exists()
+
+
+def test_an_import_and_the_release_of_a_held_study_are_recorded():
+    importer = UserFactory(username="importer")
+    checked = image_check(file=ContentFile(png_bytes(seed=5)), source="site-a")
+    imported, _ = study_import(checked=checked, label="normal", reviewer=importer, source="site-a")
+    held = StudyFactory(source="site-a", status=Study.Status.HELD)
+
+    study_release(study=held, user=UserFactory(username="admin-1"), address="10.0.0.9")
+
+    assert _trail() == [
+        ("importer", "import", imported.pk, "site-a", "normal"),
+        ("admin-1", "release", held.pk, "site-a", ""),
+    ]
+
+
+def test_a_promotion_and_an_override_are_recorded_with_who_and_which_models():
+    snapshot = DatasetSnapshot.objects.create(content_hash="x" * 64)
+    first, worse = ModelVersionFactory(name="v1"), ModelVersionFactory(name="v2", snapshot=snapshot)
+    score_cases(first, snapshot, correct=30)
+    score_cases(worse, snapshot, correct=20)
+    lead = ml_lead(username="ml-1")
+
+    model_version_promote(model_version=first, user=None, reason="first")
+    model_version_promote(
+        model_version=worse, user=lead, reason="new scanner at site-a", override=True, address="10.0.0.4"
+    )
+
+    assert _trail() == [
+        ("(system)", "promote", None, None, f"model v1 (model {first.pk}), was none"),
+        ("ml-1", "override", None, None, f"model v2 (model {worse.pk}), was v1"),
+    ]
+    assert AccessEvent.objects.get(action="override").address == "10.0.0.4"
+
+
+def test_logins_and_failed_logins_on_the_login_page_and_the_token_endpoint_are_recorded(client, api_client):
+    user = reviewer(username="reader-9")
+    password = "pass-word-123"  # the factories' password
+
+    client.post(reverse("login"), {"username": "reader-9", "password": "wrong"})
+    client.post(reverse("login"), {"username": "reader-9", "password": password})
+    assert api_client.post("/api/auth/token/", {"username": "nobody", "password": "x"}).status_code == 400
+    assert api_client.post("/api/auth/token/", {"username": "reader-9", "password": password}).status_code == 200
+
+    assert _trail() == [
+        ("reader-9", "login_failed", None, None, "/accounts/login/"),
+        ("reader-9", "login", None, None, "/accounts/login/"),
+        ("nobody", "login_failed", None, None, "/api/auth/token/"),
+        ("reader-9", "login", None, None, "/api/auth/token/"),
+    ]
+    events = AccessEvent.objects.order_by("id")
+    assert [event.user_id for event in events] == [None, user.pk, None, user.pk]
+    assert all(event.address == "127.0.0.1" for event in events)
+    assert not any(password in str(value) for row in events.values() for value in row.values())

@@ -175,7 +175,7 @@ def test_a_dicom_with_burned_in_annotation_is_held_and_not_predicted_until_relea
     assert callbacks == []  # not sent for prediction
 
     with django_capture_on_commit_callbacks() as callbacks:
-        study = study_release(study=Study.objects.get(pk=body["id"]))
+        study = study_release(study=Study.objects.get(pk=body["id"]), user=uploader_user)
     assert study.status == Study.Status.QUEUED and len(callbacks) == 1
 
 

@@ -10,6 +10,8 @@ from django.core.files import File
 from django.db import transaction
 
 from inference.services import DecisionRule, LoadedModel, load_model
+from studies.audit import access_record
+from studies.models import AccessEvent
 from studies.tasks import repredict_unreviewed_task
 from training.gate import FIRST_VERSION, GateDecision, GatePolicy, gate_decide
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
@@ -102,13 +104,19 @@ def model_version_load(*, version: ModelVersion) -> LoadedModel:
 
 @transaction.atomic
 def model_version_promote(
-    *, model_version: ModelVersion, user: AbstractBaseUser | None, reason: str, override: bool = False
+    *,
+    model_version: ModelVersion,
+    user: AbstractBaseUser | None,
+    reason: str,
+    override: bool = False,
+    address: str = "",
 ) -> ModelVersion:
     """Make a version the active one; the only way the active model changes, every path included.
 
     The gate judges the version against the active model on its stored per-case results. When it
     refuses, only an ``override`` with a written ``reason`` activates the version (a roll-back
-    usually is one); the activation log keeps who, why and what the gate said."""
+    usually is one); the activation log keeps who, why and what the gate said, the audit trail
+    who and from where (``address``)."""
     previous = ModelVersion.objects.select_for_update().filter(is_active=True).first()
     if previous is not None and previous.pk == model_version.pk:
         return model_version
@@ -135,6 +143,12 @@ def model_version_promote(
         reason=reason,
         override=not decision.promote,
         gate_reason=decision.reason,
+    )
+    access_record(
+        user=user,
+        action=AccessEvent.Action.PROMOTE if decision.promote else AccessEvent.Action.OVERRIDE,
+        detail=f"model {model_version.name} (model {model_version.pk}), was {previous.name if previous else 'none'}",
+        address=address,
     )
     # Open studies get the new model's answer too (in the background, low priority).
     transaction.on_commit(partial(repredict_unreviewed_task.delay, model_version.pk))
