@@ -1,9 +1,12 @@
-"""REST API for studies and reviews: validate, select, call one service, serialize."""
+"""REST API for studies and reviews (and the audit trail): validate, select, call one service, serialize."""
+
+import csv
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
@@ -18,9 +21,10 @@ from studies.agreement import agreement_stats, dashboard_stats
 from studies.audit import access_record, request_address
 from studies.deidentify import notes_check, patient_ref_check
 from studies.models import AccessEvent, Label, Prediction, RejectReason, Study
-from studies.permissions import CanUpload, HasRole, IsAdjudicator, IsReviewer
+from studies.permissions import CanUpload, HasRole, IsAdjudicator, IsReviewer, IsSiteLead
 from studies.selectors import (
     QUEUE_ORDERS,
+    access_event_list,
     adjudication_queue_list,
     review_queue_list,
     study_as_created,
@@ -533,3 +537,82 @@ class StatsApi(APIView):
                 "models": _model_figures_by_source(),
             }
         )
+
+
+class AccessEventOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    username = serializers.CharField()
+    action = serializers.CharField()
+    study = serializers.IntegerField(source="study_id_ref", allow_null=True)
+    site = serializers.CharField(source="site.slug", default=None, allow_null=True)
+    detail = serializers.CharField()
+    address = serializers.CharField(allow_null=True)
+
+
+class AccessEventListApi(APIView):
+    """The audit trail, newest first: site leads see the events about studies of the sites they lead,
+    superusers every event (logins and model activations included)."""
+
+    permission_classes = [HasRole, IsSiteLead]
+    pagination_class = PageNumberPagination
+
+    class FilterSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "AccessEventFilter"
+
+        action = serializers.ChoiceField(choices=AccessEvent.Action.choices, required=False)
+        date_from = serializers.DateField(required=False, help_text="Events on or after this day.")
+        date_to = serializers.DateField(required=False, help_text="Events on or before this day.")
+        study = serializers.IntegerField(required=False, min_value=1, max_value=2**31 - 1, help_text="A study id.")
+
+    @extend_schema(parameters=[FilterSerializer], responses=AccessEventOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(
+            access_event_list(user=request.user, **filters.validated_data), request, view=self
+        )
+        return paginator.get_paginated_response(AccessEventOutputSerializer(page, many=True).data)
+
+
+AUDIT_CSV_COLUMNS = ["at", "username", "action", "study", "site", "detail", "address"]
+
+
+def _csv_cell(value: object) -> str:
+    """A cell a spreadsheet shows as text: a failed login's username is anyone's text, and a leading = + - @
+    would make it a formula."""
+    text = "" if value is None else str(value)
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+class _Echo:
+    """csv.writer's file: each row comes back as the text to stream."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+class AccessEventExportApi(APIView):
+    """The audit trail as CSV (the list's filters, every matching row, newest first), for the list's readers."""
+
+    permission_classes = [HasRole, IsSiteLead]
+
+    @extend_schema(parameters=[AccessEventListApi.FilterSerializer], responses={(200, "text/csv"): bytes})
+    def get(self, request: Request) -> StreamingHttpResponse:
+        filters = AccessEventListApi.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        events = access_event_list(user=request.user, **filters.validated_data)
+        writer = csv.writer(_Echo())
+
+        def rows() -> Iterator[str]:
+            yield writer.writerow(AUDIT_CSV_COLUMNS)
+            for event in events.iterator(chunk_size=2000):
+                site = event.site.slug if event.site else None
+                row = [event.at.isoformat(), event.username, event.action, event.study_id_ref, site, event.detail]
+                yield writer.writerow([_csv_cell(value) for value in [*row, event.address]])
+
+        response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="audit-trail.csv"'
+        return response

@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
-from studies.sites import user_can_upload, user_has_role, user_is_adjudicator, user_is_reviewer
+from studies.sites import user_can_upload, user_has_role, user_is_adjudicator, user_is_reviewer, user_is_site_lead
 
 
 class HasRole(BasePermission):
@@ -50,3 +50,10 @@ class IsAdjudicator(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         return user_is_adjudicator(request.user)
+
+
+class IsSiteLead(BasePermission):
+    message = "Only site leads (for the sites they lead) and superusers read the audit trail."
+
+    def has_permission(self, request, view) -> bool:
+        return user_is_site_lead(request.user)

@@ -24,7 +24,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from inference.preprocessing import display_image, thumbnail_jpeg
-from studies.models import Prediction, Review, Study
+from studies.models import AccessEvent, Prediction, Review, Study
 from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_adjudicator, user_is_reviewer, user_site_ids
 
 __all__ = ["user_can_upload", "user_is_adjudicator", "user_is_reviewer"]  # the role checks live in studies.sites
@@ -169,6 +169,37 @@ def study_as_created(study: Study) -> Study:
     study.predicted_entropy = None
     study._prefetched_objects_cache = {"predictions": Prediction.objects.none(), "reviews": Review.objects.none()}
     return study
+
+
+def access_events_visible(*, user: AbstractBaseUser) -> QuerySet[AccessEvent]:
+    """The audit trail a user may read: superusers all of it, site leads the events about studies of the sites
+    they lead (events about no study, such as logins and model activations, only superusers); others none."""
+    if not user.is_authenticated:
+        return AccessEvent.objects.none()
+    if user.is_superuser:
+        return AccessEvent.objects.all()
+    return AccessEvent.objects.filter(site__in=user_site_ids(user, roles=(Role.LEAD,)))
+
+
+def access_event_list(
+    *,
+    user: AbstractBaseUser,
+    action: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    study: int | None = None,
+) -> QuerySet[AccessEvent]:
+    """The visible audit trail, newest first, narrowed by action, study and days (both ends included)."""
+    events = access_events_visible(user=user).select_related("site")
+    if action:
+        events = events.filter(action=action)
+    if date_from is not None:
+        events = events.filter(at__date__gte=date_from)
+    if date_to is not None:
+        events = events.filter(at__date__lte=date_to)
+    if study is not None:
+        events = events.filter(study_id_ref=study)
+    return events
 
 
 def study_get_for_user(*, user: AbstractBaseUser, study_id: int) -> Study:

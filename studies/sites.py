@@ -91,6 +91,13 @@ def user_is_adjudicator(user: AbstractBaseUser) -> bool:
     return Role.REVIEWER in _roles(user) and ADJUDICATOR_GROUP in _roles(user)
 
 
+def user_is_site_lead(user: AbstractBaseUser) -> bool:
+    """Leads a site (or is a superuser): reads the audit trail of the sites they lead."""
+    if not user.is_authenticated:
+        return False
+    return user.is_superuser or Role.LEAD in _roles(user)
+
+
 def user_reviews_site(user: AbstractBaseUser, site_id: int) -> bool:
     """A superuser, or a reviewer or site lead of that site: who may read, adjudicate or be assigned its studies."""
     return user.is_superuser or user_site_ids(user, roles=REVIEW_ROLES).filter(site_id=site_id).exists()

@@ -18,4 +18,5 @@ urlpatterns = [
     path("review/read/", views.review_read_view, name="read"),
     path("dashboard/", views.dashboard_view, name="dashboard"),
     path("adjudication/", views.adjudication_queue_view, name="adjudication"),
+    path("audit/", views.audit_trail_view, name="audit"),
 ]

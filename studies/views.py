@@ -11,11 +11,12 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from studies.apis import ReviewQueueApi, StudyListCreateApi
+from studies.apis import AccessEventListApi, ReviewQueueApi, StudyListCreateApi
 from studies.audit import request_address
-from studies.models import Label, RejectReason, Study
+from studies.models import AccessEvent, Label, RejectReason, Study
 from studies.selectors import (
     QUEUE_ORDERS,
+    access_event_list,
     adjudication_queue_list,
     review_queue_list,
     study_blinding,
@@ -36,9 +37,10 @@ from studies.services import (
     study_requeue,
     study_send_back,
 )
-from studies.sites import role_required, site_list_for_upload
+from studies.sites import role_required, site_list_for_upload, user_is_site_lead
 
 PAGE_SIZE = 25
+AUDIT_PAGE_SIZE = 50
 LIST_FILTERS = ("status", "reviewed", "label")
 VIEWS = ["PA", "AP", "AP Supine", "Lateral", "Other"]
 
@@ -283,3 +285,30 @@ def study_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     """Charts drawn by app.js from GET /api/stats/."""
     return render(request, "studies/dashboard.html")
+
+
+@login_required
+def audit_trail_view(request: HttpRequest) -> HttpResponse:
+    """The audit trail of the sites the user leads (superusers: all of it), filtered like the API, with its CSV."""
+    if not user_is_site_lead(request.user):
+        raise PermissionDenied("Only site leads (for the sites they lead) and superusers read the audit trail.")
+    keys = ("action", "date_from", "date_to", "study")
+    validated = AccessEventListApi.FilterSerializer(
+        data={key: request.GET[key] for key in keys if request.GET.get(key)}
+    )
+    if not validated.is_valid():
+        for field, errors in validated.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+    filters = validated.validated_data  # empty when invalid
+    events = access_event_list(user=request.user, **filters)
+    page = Paginator(events, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "page": page,
+        "filters": filters,
+        "query": query.urlencode(),
+        "actions": AccessEvent.Action.choices,
+        "items": "events",
+    }
+    return render(request, "studies/audit_trail.html", context)

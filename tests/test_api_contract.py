@@ -1,6 +1,6 @@
 """The OpenAPI schema is a contract: schemathesis drives the WSGI app in-process with requests generated
-from /api/schema/, as an anonymous client, an uploader and a reviewer, and checks that no response is a
-5xx, every status code and body is the one the schema declares, and no schema-valid request is refused.
+from /api/schema/, as an anonymous client, an uploader, a reviewer and a site lead, and checks that no response
+is a 5xx, every status code and body is the one the schema declares, and no schema-valid request is refused.
 
 Examples are bounded (EXAMPLES per operation and role, deterministic) to keep this near a minute."""
 
@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
-from tests.factories import ModelVersionFactory, PredictionFactory, ReviewFactory, reviewer, uploader
+from tests.factories import ModelVersionFactory, PredictionFactory, ReviewFactory, reviewer, site_lead, uploader
 from tests.images import jpeg_bytes, png_bytes
 from training.models import DatasetSnapshot, TrainingRun
 
@@ -52,10 +52,10 @@ def keep_test_connection():
     request_finished.connect(close_old_connections)
 
 
-@pytest.fixture(params=["anonymous", "uploader", "reviewer"])
+@pytest.fixture(params=["anonymous", "uploader", "reviewer", "lead"])
 def headers(request, db, keep_test_connection) -> dict:
     """Objects to find (ids start at 1 in each test), and the role's token."""
-    study_uploader, study_reviewer = uploader(), reviewer()
+    study_uploader, study_reviewer, lead = uploader(), reviewer(), site_lead()
     for _ in range(2):
         study = PredictionFactory(study__uploaded_by=study_uploader).study
     ReviewFactory(study=study, reviewer=study_reviewer)
@@ -63,7 +63,7 @@ def headers(request, db, keep_test_connection) -> dict:
     plot = default_storage.save("plots/roc.png", ContentFile(png_bytes()))
     TrainingRun.objects.create(status="succeeded", plots={"roc": plot}, model_version=version)
     DatasetSnapshot.objects.create(content_hash="0" * 64, counts={})
-    user = {"anonymous": None, "uploader": study_uploader, "reviewer": study_reviewer}[request.param]
+    user = {"anonymous": None, "uploader": study_uploader, "reviewer": study_reviewer, "lead": lead}[request.param]
     if user is None:
         return {}
     _, token = AuthToken.objects.create(user=user)

@@ -67,6 +67,8 @@ API = {
     "list datasets": ("get", "/api/datasets/", None, (401, 403, 200, 200, 200, 200, 200)),
     "dataset": ("get", "/api/datasets/{snapshot}/", None, (401, 403, 200, 200, 200, 200, 200)),
     "export": ("get", "/api/datasets/{snapshot}/export/", None, (401, 403, 403, 403, 403, 200, 200)),
+    "audit trail": ("get", "/api/audit-events/", None, (401, 403, 403, 403, 200, 403, 200)),
+    "audit trail as CSV": ("get", "/api/audit-events/export/", None, (401, 403, 403, 403, 200, 403, 200)),
     "schema": ("get", "/api/schema/", None, (ALL,) * 7),
 }
 PAGES = {
@@ -87,6 +89,7 @@ PAGES = {
     ),
     "train form": ("post", "/training-runs/new/", {}, (302, 403, 403, 403, 403, 302, 302)),
     "training run page": ("get", "/training-runs/{run}/", None, (302, 403, 200, 200, 200, 200, 200)),
+    "audit trail page": ("get", "/audit/", None, (302, 403, 403, 403, 200, 403, 200)),
     "admin": ("get", "/admin/", None, (302, 302, 302, 302, 302, 200, 200)),
 }
 

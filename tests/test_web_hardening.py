@@ -61,6 +61,7 @@ def test_no_page_carries_inline_script_style_or_event_handlers(client, staff):
         reverse("studies:upload"),
         reverse("studies:detail", args=[study.pk]),
         reverse("studies:queue"),
+        reverse("studies:audit"),
         reverse("training:models"),
         reverse("training:model_detail", args=[prediction.model_version.pk]),
         reverse("training:run_detail", args=[run.pk]),

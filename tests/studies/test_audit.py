@@ -3,13 +3,18 @@ rejections and send-backs, dataset exports, deletions, model activations, logins
 a row with the study's site and no patient identifier; refused requests leave none; reviews and audit rows
 cannot be deleted in the admin."""
 
+import csv
+import io
+from datetime import timedelta
+
 import pytest
 from django.contrib.admin.sites import site as admin_site
 from django.core.exceptions import PermissionDenied
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import RequestFactory
+from django.test import Client, RequestFactory
 from django.urls import reverse
+from django.utils import timezone
 
 from studies.models import AccessEvent, Review, Study
 from studies.services import (
@@ -201,3 +206,77 @@ def test_logins_and_failed_logins_on_the_login_page_and_the_token_endpoint_are_r
     assert [event.user_id for event in events] == [None, user.pk, None, user.pk]
     assert all(event.address == "127.0.0.1" for event in events)
     assert not any(password in str(value) for row in events.values() for value in row.values())
+
+
+def _trail_of_two_sites() -> dict[str, int]:
+    """Events at site A and site B, and a login (no site), as the services and the login signal write them."""
+    a, b = PredictionFactory(study__source="site-a").study, PredictionFactory(study__source="site-b").study
+    review_submit(study=a, reviewer=reviewer(username="reader-a", site_name="site-a"), label="normal")
+    study_reject(study=b, reviewer=reviewer(username="reader-b", site_name="site-b"), reason="unreadable")
+    Client().force_login(UserFactory(username="someone"))
+    return {"a": a.pk, "b": b.pk}
+
+
+def test_a_site_lead_reads_the_trail_of_the_sites_they_lead_and_a_superuser_all_of_it(api_client):
+    ids = _trail_of_two_sites()
+    api_client.force_authenticate(site_lead(site_name="site-a"))
+    lead_sees = api_client.get("/api/audit-events/").json()
+    api_client.force_authenticate(UserFactory(is_superuser=True))
+    superuser_sees = api_client.get("/api/audit-events/").json()
+
+    assert [(e["username"], e["action"], e["study"], e["site"]) for e in lead_sees["results"]] == [
+        ("reader-a", "review", ids["a"], "site-a")
+    ]
+    assert [(e["username"], e["action"], e["site"]) for e in superuser_sees["results"]] == [
+        ("someone", "login", None),
+        ("reader-b", "reject", "site-b"),
+        ("reader-a", "review", "site-a"),
+    ]
+
+
+def test_the_trail_filters_by_action_study_and_days(api_client):
+    ids = _trail_of_two_sites()
+    AccessEvent.objects.filter(action="login").update(at=timezone.now() - timedelta(days=3))
+    api_client.force_authenticate(UserFactory(is_superuser=True))
+    today = timezone.localdate()
+
+    def actions(**query) -> list[str]:
+        return [event["action"] for event in api_client.get("/api/audit-events/", query).json()["results"]]
+
+    assert actions(action="reject") == ["reject"]
+    assert actions(study=ids["a"]) == ["review"]
+    assert actions(date_from=today.isoformat()) == ["reject", "review"]
+    assert actions(date_to=(today - timedelta(days=1)).isoformat()) == ["login"]
+    response = api_client.get("/api/audit-events/", {"action": "coffee"})
+    assert response.status_code == 400 and "action" in response.json()
+
+
+def test_the_trail_exports_as_csv_with_the_same_filters_and_formulas_defused(api_client):
+    ids = _trail_of_two_sites()
+    api_client.post("/api/auth/token/", {"username": "=HYPERLINK(1)", "password": "x"})
+    api_client.force_authenticate(UserFactory(is_superuser=True))
+
+    response = api_client.get("/api/audit-events/export/")
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    only_a = api_client.get("/api/audit-events/export/", {"study": ids["a"]})
+
+    assert response.status_code == 200 and response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == 'attachment; filename="audit-trail.csv"'
+    assert rows[0] == ["at", "username", "action", "study", "site", "detail", "address"]
+    assert [row[1:6] for row in rows[1:]] == [
+        ["'=HYPERLINK(1)", "login_failed", "", "", "/api/auth/token/"],
+        ["someone", "login", "", "", ""],
+        ["reader-b", "reject", str(ids["b"]), "site-b", "unreadable"],
+        ["reader-a", "review", str(ids["a"]), "site-a", "normal, round 1"],
+    ]
+    assert len(list(csv.reader(io.StringIO(b"".join(only_a.streaming_content).decode())))) == 2
+
+
+def test_the_audit_page_shows_a_lead_their_sites_events_and_links_the_csv(client):
+    _trail_of_two_sites()
+    client.force_login(site_lead(site_name="site-a"))
+
+    html = client.get(reverse("studies:audit"), {"action": "review"}).content.decode()
+
+    assert "reader-a" in html and "reader-b" not in html
+    assert 'href="/api/audit-events/export/?action=review"' in html
