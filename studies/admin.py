@@ -11,6 +11,7 @@ from studies.audit import request_address
 from studies.models import AccessEvent, Label, Patient, Prediction, Review, Site, SiteMembership, Study
 from studies.selectors import study_annotate_labels
 from studies.services import review_confirm, review_submit, study_delete, study_release, study_requeue
+from studies.sites import user_is_site_lead, user_leads_site
 
 THUMBNAIL_PX = 64
 PREVIEW_PX = 360
@@ -191,12 +192,23 @@ class StudyAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Study]:
         return study_annotate_labels(super().get_queryset(request)).select_related("patient")
 
+    def has_delete_permission(self, request: HttpRequest, obj: Study | None = None) -> bool:
+        """Site leads of the study's site and superusers (study_delete's rule), with the admin's own permission."""
+        if not super().has_delete_permission(request, obj):
+            return False
+        return user_is_site_lead(request.user) if obj is None else user_leads_site(request.user, obj.site_id)
+
+    def get_deleted_objects(self, objs, request: HttpRequest) -> tuple:
+        """Reads and predictions go with their study (its deletion is audited), though neither is deleted alone."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, perms_needed - {Review._meta.verbose_name, Prediction._meta.verbose_name}, protected
+
     def delete_model(self, request: HttpRequest, obj: Study) -> None:
-        # The files go too, once the deletion is committed.
+        # The files go too, once the deletion is committed; a frozen snapshot keeps a withdrawn case.
         study_delete(study=obj, user=request.user, address=request_address(request))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
-        for study in queryset:
+        for study in queryset:  # the confirmation page already refused studies of sites the user does not lead
             study_delete(study=study, user=request.user, address=request_address(request))
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -43,6 +43,7 @@ from studies.services import (
     review_submit,
     study_assign,
     study_create,
+    study_delete,
     study_reject,
     study_send_back,
 )
@@ -266,11 +267,20 @@ class StudyListCreateApi(APIView):
         return Response(output.data, status=status.HTTP_201_CREATED)
 
 
-class StudyDetailApi(APIView):
+class StudyDetailDeleteApi(APIView):
+    """GET: a study. DELETE: erase it (site leads of its site and superusers; others who see it get 403): its
+    files and heatmaps go; in a frozen dataset snapshot it stays only as a withdrawn case. Audited."""
+
     @extend_schema(responses=StudyOutputSerializer)
     def get(self, request: Request, pk: int) -> Response:
         study = study_get_for_user(user=request.user, study_id=pk)
         return Response(StudyOutputSerializer(study, context={"request": request}).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        study = study_get_for_user(user=request.user, study_id=pk)
+        study_delete(study=study, user=request.user, address=request_address(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class StudyImageApi(APIView):

@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, ProtectedError, Q
+from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import KombuError
 
@@ -43,7 +43,7 @@ from studies.deidentify import (
 )
 from studies.models import AccessEvent, Label, Patient, Prediction, RejectReason, Review, Site, Study
 from studies.selectors import study_latest_prediction, study_reads_required, user_is_adjudicator, user_is_reviewer
-from studies.sites import review_check_allowed, site_get_or_create, user_reviews_site
+from studies.sites import review_check_allowed, site_get_or_create, study_delete_check_allowed, user_reviews_site
 from studies.tasks import study_predict_task
 
 logger = logging.getLogger(__name__)
@@ -249,15 +249,17 @@ def study_import(
 
 @transaction.atomic
 def study_delete(*, study: Study, user: AbstractBaseUser | None = None, address: str = "") -> None:
-    """Delete a study with its predictions and reviews; its files (image, rendition, heatmaps) go once committed.
-    The audit trail keeps who deleted which study of which site."""
+    """Erase a study: the row with its predictions and reviews, and once committed its files (image, rendition,
+    heatmaps). Only a site lead of its site or a superuser (``user`` None: a command, not a person). In a frozen
+    snapshot the study becomes a tombstone (training.models.snapshot_item_withdraw): the snapshot keeps its id,
+    label and split and when it was withdrawn, and no export or later snapshot has it. The audit trail keeps who
+    deleted which study of which site."""
+    if user is not None:
+        study_delete_check_allowed(study=study, user=user)
     names = [study.image.name, study.rendition.name]
     names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
     access_record(user=user, action=AccessEvent.Action.DELETE, study=study, address=address)
-    try:
-        study.delete()
-    except ProtectedError as exc:
-        raise ValidationError({"study": "This study is in a frozen dataset snapshot; it cannot be deleted."}) from exc
+    study.delete()
     transaction.on_commit(partial(_files_delete, *names))
 
 

@@ -103,6 +103,17 @@ def user_reviews_site(user: AbstractBaseUser, site_id: int) -> bool:
     return user.is_superuser or user_site_ids(user, roles=REVIEW_ROLES).filter(site_id=site_id).exists()
 
 
+def user_leads_site(user: AbstractBaseUser, site_id: int) -> bool:
+    """A superuser, or a site lead of that site: who may delete (erase) its studies."""
+    return user.is_superuser or user_site_ids(user, roles=(Role.LEAD,)).filter(site_id=site_id).exists()
+
+
+def study_delete_check_allowed(*, study: Study, user: AbstractBaseUser) -> None:
+    """Only a site lead of the study's site, or a superuser, deletes it; PermissionDenied (a 403) says so."""
+    if not user_leads_site(user, study.site_id):
+        raise PermissionDenied(f"Only site leads of {study.site} (or a superuser) may delete this study.")
+
+
 def review_check_allowed(*, study: Study, reviewer: AbstractBaseUser) -> None:
     """A reviewer or site lead of the study's site may review it, never their own upload unless
     ALLOW_SELF_REVIEW is on. PermissionDenied (a 403) says which rule refused."""

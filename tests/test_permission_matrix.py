@@ -39,6 +39,8 @@ API = {
     "upload a study": ("upload", "/api/studies/", None, (401, 403, 201, 201, 201, 403, 201)),
     "study at my site": ("get", "/api/studies/{a}/", None, (401, 403, 200, 200, 200, 404, 200)),
     "study at the other site": ("get", "/api/studies/{b}/", None, (401, 403, 404, 404, 404, 404, 200)),
+    "delete a study": ("delete", "/api/studies/{a}/", None, (401, 403, 403, 403, 204, 404, 204)),
+    "delete a study at the other site": ("delete", "/api/studies/{b}/", None, (401, 403, 404, 404, 404, 404, 204)),
     "image": ("get", "/api/studies/{a}/image/", None, (401, 403, 200, 200, 200, 404, 200)),
     "image of the other site": ("get", "/api/studies/{b}/image/", None, (401, 403, 404, 404, 404, 404, 200)),
     "thumbnail": ("get", "/api/studies/{a}/image/?size=64", None, (401, 403, 200, 200, 200, 404, 200)),
@@ -128,6 +130,8 @@ def _request(client, method: str, path: str, data):
     if method == "upload":
         image = ContentFile(png_bytes(seed=99), name="cxr.png")
         return client.post(path, {"image": image, "source": "site-a"}, format="multipart")
+    if method == "delete":
+        return client.delete(path)
     if method == "post":
         return client.post(path, data, format="json") if isinstance(client, APIClient) else client.post(path, data)
     return client.get(path)

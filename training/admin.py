@@ -3,7 +3,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -101,12 +101,18 @@ class ModelActivationAdmin(ViewOnlyAdmin):
 
 @admin.register(DatasetSnapshot)
 class DatasetSnapshotAdmin(ViewOnlyAdmin):
-    list_display = ["id", "short_hash", "item_count", "created_at", "created_by"]
-    fields = ["content_hash", "item_count", "counts_pretty", "last_review_id", "created_by", "created_at"]
+    list_display = ["id", "short_hash", "item_count", "withdrawn", "created_at", "created_by"]
+    fields = ["content_hash", "item_count", "withdrawn", "counts_pretty", "last_review_id", "created_by", "created_at"]
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[DatasetSnapshot]:
-        return super().get_queryset(request).annotate(item_count=Count("items")).select_related("created_by")
+        withdrawn = Count("items", filter=Q(items__withdrawn_at__isnull=False))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(item_count=Count("items"), withdrawn=withdrawn)
+            .select_related("created_by")
+        )
 
     @admin.display(description="content hash", ordering="content_hash")
     def short_hash(self, snapshot: DatasetSnapshot) -> str:
@@ -115,6 +121,11 @@ class DatasetSnapshotAdmin(ViewOnlyAdmin):
     @admin.display(description="items", ordering="item_count")
     def item_count(self, snapshot: DatasetSnapshot) -> int:
         return snapshot.item_count
+
+    @admin.display(description="withdrawn", ordering="withdrawn")
+    def withdrawn(self, snapshot: DatasetSnapshot) -> int:
+        """Cases whose study was erased since: tombstones, never exported."""
+        return snapshot.withdrawn
 
     @admin.display(description="counts")
     def counts_pretty(self, snapshot: DatasetSnapshot) -> SafeString:

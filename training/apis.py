@@ -198,7 +198,8 @@ class TrainingRunPlotApi(APIView):
 class DatasetSnapshotOutputSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     content_hash = serializers.CharField()
-    counts = serializers.JSONField()
+    counts = serializers.JSONField(help_text="As frozen; cases withdrawn since are still counted here.")
+    withdrawn = serializers.IntegerField(help_text="Cases withdrawn since (their studies erased): never exported.")
     created_at = serializers.DateTimeField()
 
 
@@ -213,7 +214,7 @@ class DatasetSnapshotListApi(APIView):
 class DatasetSnapshotDetailApi(APIView):
     @extend_schema(responses=DatasetSnapshotOutputSerializer)
     def get(self, request: Request, pk: int) -> Response:
-        return Response(DatasetSnapshotOutputSerializer(get_object_or_404(DatasetSnapshot, pk=pk)).data)
+        return Response(DatasetSnapshotOutputSerializer(get_object_or_404(snapshot_list(), pk=pk)).data)
 
 
 class DatasetSnapshotExportApi(APIView):

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class DatasetSnapshot(models.Model):
@@ -23,17 +24,34 @@ class DatasetSnapshot(models.Model):
         return f"Snapshot {self.pk} ({self.content_hash[:10]})"
 
 
+def snapshot_item_withdraw(collector, field, sub_objs, using) -> None:
+    """SnapshotItem.study's on_delete: erasing a study leaves its items in their frozen snapshots as tombstones,
+    withdrawn now and no longer linked to it (the studies app never asks which snapshots hold a study)."""
+    collector.add_field_update(field.model._meta.get_field("withdrawn_at"), timezone.now(), sub_objs)
+    collector.add_field_update(field, None, sub_objs)
+
+
 class SnapshotItem(models.Model):
+    """A study in a snapshot with its label and split. An erased study's item stays as a tombstone: study_key,
+    label, split and withdrawn_at; exports and later snapshots (so later runs) never include it."""
+
     snapshot = models.ForeignKey(DatasetSnapshot, on_delete=models.CASCADE, related_name="items")
-    study = models.ForeignKey("studies.Study", on_delete=models.PROTECT, related_name="+")
+    study = models.ForeignKey(
+        "studies.Study", on_delete=snapshot_item_withdraw, null=True, blank=True, related_name="+"
+    )
+    study_key = models.BigIntegerField(help_text="The study's id, kept when the study is erased.")
     label = models.CharField(max_length=16)
     split = models.CharField(max_length=8)
+    withdrawn_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the study was erased: the case is withdrawn from this snapshot."
+    )
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["snapshot", "study"], name="unique_study_per_snapshot")]
+        constraints = [models.UniqueConstraint(fields=["snapshot", "study_key"], name="unique_study_per_snapshot")]
 
     def __str__(self) -> str:
-        return f"{self.study_id}: {self.label} ({self.split})"
+        withdrawn = f", withdrawn {self.withdrawn_at:%Y-%m-%d}" if self.withdrawn_at else ""
+        return f"{self.study_key}: {self.label} ({self.split}{withdrawn})"
 
 
 class ModelVersion(models.Model):

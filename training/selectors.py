@@ -1,6 +1,6 @@
 """Reads for model versions, training runs and dataset snapshots."""
 
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from training.gate import CaseSet
 from training.models import DatasetSnapshot, EvaluationCase, ModelVersion, TrainingRun
@@ -32,7 +32,10 @@ def training_run_last_succeeded() -> TrainingRun | None:
 
 
 def snapshot_list() -> QuerySet[DatasetSnapshot]:
-    return DatasetSnapshot.objects.all()
+    """Snapshots with ``withdrawn``: how many of their cases were erased since (their counts stay as frozen)."""
+    withdrawn = Count("items", filter=Q(items__withdrawn_at__isnull=False))
+    # Meta.ordering does not apply to a grouped query: the pages need it said.
+    return DatasetSnapshot.objects.annotate(withdrawn=withdrawn).order_by("-created_at", "-id")
 
 
 def snapshot_latest() -> DatasetSnapshot | None:

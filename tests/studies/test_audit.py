@@ -85,7 +85,7 @@ def test_a_dataset_export_and_a_study_deletion_are_recorded(api_client):
     assert api_client.get(f"/api/datasets/{snapshot.pk}/export/").status_code == 200
     other = StudyFactory()
     other_id = other.pk
-    study_delete(study=other, user=UserFactory(username="admin-1"))
+    study_delete(study=other, user=UserFactory(username="admin-1", is_superuser=True))
 
     assert _events() == [("lead-1", "export", None), ("admin-1", "delete", other_id)]
     assert AccessEvent.objects.get(action="delete").site.slug == other.source

@@ -84,7 +84,7 @@ def _upload(client, data: bytes, name: str = "x.dcm", **fields):
 def _export(studies: list[Study]) -> dict[str, bytes]:
     snapshot = DatasetSnapshot.objects.create(content_hash="x" * 64)
     for study in studies:
-        SnapshotItem.objects.create(snapshot=snapshot, study=study, label="normal", split="train")
+        SnapshotItem.objects.create(snapshot=snapshot, study=study, study_key=study.pk, label="normal", split="train")
     with zipfile.ZipFile(snapshot_export_zip(snapshot=snapshot)) as archive:
         return {name: archive.read(name) for name in archive.namelist()}
 

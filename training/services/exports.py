@@ -13,13 +13,15 @@ EXPORT_COLUMNS = ["path", "label", "source", "patient", "view", "sex", "age"]
 
 
 def snapshot_export_zip(*, snapshot: DatasetSnapshot) -> IO[bytes]:
-    """Write the zip to a spooled temporary file and return it, rewound."""
+    """Write the zip to a spooled temporary file and return it, rewound; withdrawn (erased) cases are left out."""
     output = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)  # noqa: SIM115  (the response closes it)
     labels = io.StringIO()
     writer = csv.DictWriter(labels, fieldnames=EXPORT_COLUMNS)
     writer.writeheader()
     with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_STORED) as archive:
-        for item in snapshot.items.select_related("study__patient").order_by("study_id"):
+        for item in (
+            snapshot.items.filter(withdrawn_at__isnull=True).select_related("study__patient").order_by("study_id")
+        ):
             study = item.study
             # Only de-identified files leave: stored ones are; older ones are de-identified on the way out.
             data, suffix = study_file_deidentified(study=study)

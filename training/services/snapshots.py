@@ -101,7 +101,7 @@ def snapshot_create(*, user: AbstractBaseUser | None = None) -> DatasetSnapshot:
         split = splits[study.patient_id]
         digest.update(f"{study.id}:{study.sha256}:{study.final_label}:{split}\n".encode())
         rows.append((study.final_label, split, study.source))
-        items.append(SnapshotItem(study=study, label=study.final_label, split=split))
+        items.append(SnapshotItem(study=study, study_key=study.id, label=study.final_label, split=split))
     last_review = Review.objects.order_by("-id").values_list("id", flat=True).first() or 0
     snapshot = DatasetSnapshot.objects.create(
         content_hash=digest.hexdigest(), counts=_counts(rows), created_by=user, last_review_id=last_review
