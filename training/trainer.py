@@ -28,10 +28,18 @@ class TrainConfig:
     class_names: tuple[str, ...]
     # Start from the active model's weights (fine-tuning) at learning_rate * fine_tune_factor.
     warm_start: bool = False
-    fine_tune_epochs: int = 5
-    fine_tune_factor: float = 0.1
-    # Per-case weight count(source, class) ** -source_balance (1: every stratum equal; 0: none).
+    fine_tune_epochs: int = 15
+    fine_tune_factor: float = 0.3
+    # A fine-tune ends at (1 - x) * starting weights + x * tuned weights (WiSE-FT): half-way keeps
+    # the old sites' answers that a full step moves at random, and most of what was learnt.
+    fine_tune_interpolation: float = 0.5
+    # Per-case weight count(source, class) ** -balance (1: every stratum equal; 0: none); a
+    # fine-tune, there to learn what is new (a small site), weighs strata more evenly.
     source_balance: float = 0.5
+    fine_tune_source_balance: float = 1.0
+
+    def balance(self, *, fine_tune: bool) -> float:
+        return self.fine_tune_source_balance if fine_tune else self.source_balance
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "class_names": list(self.class_names)}
@@ -67,6 +75,16 @@ def predict_batches(model: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarr
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(parts) if parts else np.zeros((0, model.output_shape[-1]), dtype=np.float32)
+
+
+def interpolate_weights(start: list[np.ndarray], end: list[np.ndarray], fraction: float) -> list[np.ndarray]:
+    """Weights ``fraction`` of the way from ``start`` to ``end`` (Wortsman et al. 2022, "Robust
+    fine-tuning of zero-shot models": fine-tuned and starting weights of one network lie in one
+    basin, and the models between them keep the start's answers better than the fine-tune alone).
+    BatchNorm statistics are interpolated the same way."""
+    if len(start) != len(end) or any(a.shape != b.shape for a, b in zip(start, end, strict=True)):
+        raise ValueError("Weights of different networks cannot be interpolated.")
+    return [(1.0 - fraction) * a + fraction * b for a, b in zip(start, end, strict=True)]
 
 
 def _augmenter(seed: int) -> Any:
@@ -134,7 +152,9 @@ def train_model(
     on_epoch_end: ProgressCallback | None = None,
 ) -> TrainResult:
     """Fit a fresh model, or fine-tune the .keras model at ``initial_model``; early stopping on the
-    (weighted) validation loss restores the best weights. ``w_train``/``w_val``: per-case weights."""
+    (weighted) validation loss restores the best weights, and a fine-tune then goes only
+    ``config.fine_tune_interpolation`` of the way from the starting weights to them.
+    ``w_train``/``w_val``: per-case weights."""
     import keras
     import tensorflow as tf
 
@@ -144,6 +164,7 @@ def train_model(
     tf.config.experimental.enable_op_determinism()
     if initial_model is not None:
         model = keras.models.load_model(initial_model, compile=False)
+        start_weights = model.get_weights()
         learning_rate, epochs = config.learning_rate * config.fine_tune_factor, config.fine_tune_epochs
     else:
         model = build_model(
@@ -190,6 +211,8 @@ def train_model(
         shuffle=False,  # the dataset shuffles itself, with the seed
         verbose=0,
     )
+    if initial_model is not None:
+        model.set_weights(interpolate_weights(start_weights, model.get_weights(), config.fine_tune_interpolation))
     history = {key: [float(v) for v in values] for key, values in fit.history.items() if key != "learning_rate"}
     monitored = history.get(monitor, [0.0])
     considered = monitored[epochs // 3 :] or monitored

@@ -32,6 +32,7 @@ TRAINING = {
     **TRAINING,
     "INPUT_SIZE": 32,
     "EPOCHS": 2,
+    "FINE_TUNE_EPOCHS": 2,
     "BATCH_SIZE": 8,
     "PATIENCE": 2,
     "BOOTSTRAP_ROUNDS": 20,

@@ -1,9 +1,10 @@
 """The trainer: reproducible, weighted per case, warm-startable, reporting progress."""
 
 import numpy as np
+import pytest
 
 from tests.images import xray_array
-from training.trainer import TrainConfig, train_model
+from training.trainer import TrainConfig, interpolate_weights, train_model
 
 CLASSES = ("covid", "normal", "pneumonia")
 
@@ -65,3 +66,30 @@ def test_a_warm_start_fine_tunes_the_given_model_with_its_own_epoch_budget(tmp_p
     start = first.model.get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(start, tuned.model.get_weights(), strict=True))
     assert tuned.model.count_params() == first.model.count_params()
+
+
+def test_a_fine_tune_ends_its_interpolation_fraction_of_the_way_from_the_starting_weights(tmp_path):
+    x, y = _data(12)
+    first = train_model(x_train=x, y_train=y, x_val=x[:3], y_val=y[:3], config=CONFIG)
+    path = tmp_path / "active.keras"
+    first.model.save(path)
+    start = first.model.get_weights()
+
+    def tuned(fraction: float) -> list[np.ndarray]:
+        config = TrainConfig(
+            **{**CONFIG.as_dict(), "class_names": CLASSES, "fine_tune_epochs": 2, "fine_tune_interpolation": fraction}
+        )
+        return train_model(
+            x_train=x, y_train=y, x_val=x[:3], y_val=y[:3], config=config, initial_model=str(path)
+        ).model.get_weights()
+
+    full, half, none = tuned(1.0), tuned(0.5), tuned(0.0)
+    for a, f, h, n in zip(start, full, half, none, strict=True):
+        np.testing.assert_array_equal(n, a)  # 0: the starting model itself
+        np.testing.assert_allclose(h, (a + f) / 2, rtol=1e-5, atol=1e-6)  # the same deterministic fine-tune, half-way
+    assert any(not np.array_equal(a, f) for a, f in zip(start, full, strict=True))
+
+
+def test_weights_of_different_networks_are_not_interpolated():
+    with pytest.raises(ValueError, match="different networks"):
+        interpolate_weights([np.zeros(3)], [np.zeros(4)], 0.5)

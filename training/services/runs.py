@@ -66,7 +66,9 @@ def train_config_from_settings(**overrides: object) -> TrainConfig:
         "warm_start": config["WARM_START"],
         "fine_tune_epochs": config["FINE_TUNE_EPOCHS"],
         "fine_tune_factor": config["FINE_TUNE_FACTOR"],
+        "fine_tune_interpolation": config["FINE_TUNE_INTERPOLATION"],
         "source_balance": config["SOURCE_BALANCE"],
+        "fine_tune_source_balance": config["FINE_TUNE_SOURCE_BALANCE"],
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return TrainConfig(**values)
@@ -205,7 +207,14 @@ def _save_plots(run: TrainingRun, history: dict, metrics: dict, class_names: lis
 
 
 def _reproduce_text(config: TrainConfig, snapshot: DatasetSnapshot, how: str) -> str:
-    start = "" if how.startswith("fine-tuning") else " --from-scratch"
+    fine_tune = how.startswith("fine-tuning")
+    tuning = (
+        f"TRAINING_FINE_TUNE_EPOCHS={config.fine_tune_epochs} TRAINING_FINE_TUNE_FACTOR={config.fine_tune_factor} "
+        f"TRAINING_FINE_TUNE_INTERPOLATION={config.fine_tune_interpolation} "
+        f"TRAINING_FINE_TUNE_SOURCE_BALANCE={config.fine_tune_source_balance} "
+        if fine_tune
+        else ""
+    )
     return (
         "# the same curated data (snapshot "
         f"{snapshot.pk}, content hash {snapshot.content_hash[:16]}…), {how}, then:\n"
@@ -213,7 +222,8 @@ def _reproduce_text(config: TrainConfig, snapshot: DatasetSnapshot, how: str) ->
         f"TRAINING_INPUT_SIZE={config.input_size} TRAINING_EPOCHS={config.epochs} "
         f"TRAINING_BATCH_SIZE={config.batch_size} TRAINING_LEARNING_RATE={config.learning_rate} "
         f"TRAINING_PATIENCE={config.patience} TRAINING_SEED={config.seed} "
-        f"TRAINING_SOURCE_BALANCE={config.source_balance} python manage.py train{start}"
+        f"TRAINING_SOURCE_BALANCE={config.source_balance} {tuning}python manage.py train"
+        + ("" if fine_tune else " --from-scratch")
     )
 
 
@@ -256,10 +266,11 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     active = model_version_get_active()
     initial, how = _warm_start_from(active, config)
     recorder.log(f"Training {config.backbone} ({config.weights} weights) at {config.input_size}px, {how}")
+    balance = config.balance(fine_tune=initial is not None)
     result = train_model(
         x_train=x_train, y_train=train.labels, x_val=x_val, y_val=val.labels, config=config,
-        w_train=stratum_weights(y_true=train.labels, sources=train.sources, power=config.source_balance),
-        w_val=stratum_weights(y_true=val.labels, sources=val.sources, power=config.source_balance),
+        w_train=stratum_weights(y_true=train.labels, sources=train.sources, power=balance),
+        w_val=stratum_weights(y_true=val.labels, sources=val.sources, power=balance),
         initial_model=initial, on_epoch_end=recorder.epoch_end,
     )  # fmt: skip
     recorder.log(f"Stopped after {result.epochs_run} epochs; best epoch {result.best_epoch}")
@@ -270,7 +281,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
         y_true=val.labels,
         sources=val.sources,
         min_site_cases=settings.TRAINING["SITE_BIAS_MIN_CASES"],
-        source_balance=config.source_balance,
+        source_balance=balance,
     )
     recorder.log(
         f"Decision rule: temperature {rule.temperature:.2f}, own biases for {sorted(rule.site_bias) or 'no site'}"
