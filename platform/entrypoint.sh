@@ -86,8 +86,8 @@ case "${cmd}" in
         exec celery -A config inspect ping -d "${1:-inference}@$(hostname)" --timeout "${WORKER_PING_TIMEOUT:-5}"
         ;;
     healthcheck)
-        # Sends a Host from ALLOWED_HOSTS and X-Forwarded-Proto: https (the proxy header the
-        # production settings trust), so host validation and SECURE_SSL_REDIRECT let it through.
+        # Sends a Host from ALLOWED_HOSTS and X-Forwarded-Proto: https from 127.0.0.1 (gunicorn trusts
+        # it from FORWARDED_ALLOW_IPS), so host validation and SECURE_SSL_REDIRECT let it through.
         HEALTH_PATH="${1:-/healthz/}" exec python - <<'PY'
 import os
 import sys

@@ -310,11 +310,14 @@ class StudyImageApi(APIView):
             address=request_address(request),
         )
         if isinstance(image.content, bytes):
-            response = HttpResponse(image.content, content_type=image.content_type)
-        else:
-            response = FileResponse(image.content)
-        patch_cache_control(response, private=True, max_age=24 * 3600)  # a study's image never changes
-        return response
+            return _not_stored(HttpResponse(image.content, content_type=image.content_type))
+        return _not_stored(FileResponse(image.content))
+
+
+def _not_stored(response: HttpResponse) -> HttpResponse:
+    """Patient images stay out of every cache, the browser's disk and shared proxies alike (each view is audited)."""
+    patch_cache_control(response, no_store=True, private=True)
+    return response
 
 
 class StudyHeatmapApi(APIView):
@@ -333,7 +336,7 @@ class StudyHeatmapApi(APIView):
             detail=f"prediction {prediction.pk}",
             address=request_address(request),
         )
-        return FileResponse(prediction.heatmap.open("rb"))
+        return _not_stored(FileResponse(prediction.heatmap.open("rb")))
 
 
 class ReviewCreateApi(APIView):

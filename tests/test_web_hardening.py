@@ -1,14 +1,22 @@
-"""Web hardening: sanitised model cards, a Content-Security-Policy the pages keep, files erased with their study."""
+"""Web hardening: sanitised model cards, a Content-Security-Policy the pages keep, files erased with their study,
+patient images kept out of caches, the production settings clean for check --deploy and trusting X-Forwarded-Proto
+only from the configured proxy, the compose file publishing the web port on 127.0.0.1."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from django.conf import settings
+from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from studies.models import Prediction, Study
 from studies.services import study_delete
-from tests.factories import ModelVersionFactory, PredictionFactory, StudyFactory, UserFactory
+from tests.factories import ModelVersionFactory, PredictionFactory, StudyFactory, UserFactory, reviewer
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db
@@ -92,8 +100,6 @@ def _files(media_root: Path) -> set[str]:
 
 
 def _study_with_files(media_root: Path) -> Study:
-    from django.core.files.base import ContentFile
-
     prediction = PredictionFactory()
     prediction.heatmap.save("heat.jpg", ContentFile(b"jpeg"), save=True)
     study = prediction.study
@@ -128,3 +134,53 @@ def test_deleting_studies_in_the_admin_deletes_their_files(
     assert response.status_code == 302
     assert not Study.objects.exists()
     assert _files(media_root) == {artifact}
+
+
+def test_images_thumbnails_and_heatmaps_are_sent_for_no_cache_to_store(api_client):
+    prediction = PredictionFactory()
+    prediction.heatmap.save("heat.jpg", ContentFile(b"\xff\xd8\xff\xe0 heat"), save=True)
+    study = prediction.study
+    api_client.force_authenticate(reviewer())
+
+    for url in (f"/api/studies/{study.pk}/image/", f"/api/studies/{study.pk}/image/?size=64"):
+        response = api_client.get(url)
+        assert response.status_code == 200
+        assert sorted(response["Cache-Control"].split(", ")) == ["no-store", "private"], url
+    heatmap = api_client.get(f"/api/studies/{study.pk}/heatmap/")
+    assert heatmap.status_code == 200 and sorted(heatmap["Cache-Control"].split(", ")) == ["no-store", "private"]
+
+
+def _production(*args: str, **environment: str) -> subprocess.CompletedProcess:
+    """manage.py with config.settings.production and only what it requires (its defaults otherwise)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "SECRET_KEY": "x" * 60 + "-a-long-random-production-key",
+        "DEIDENTIFICATION_KEY": "production-deidentification-key",
+        "ALLOWED_HOSTS": "cxr.example.org",
+        "DATABASE_URL": "sqlite:////tmp/never-opened.sqlite3",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0",
+        **environment,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, capture_output=True, text=True
+    )
+
+
+def test_the_production_settings_pass_check_deploy_with_warnings_as_failures():
+    result = _production("check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+@pytest.mark.parametrize(("trust", "header"), [(None, "None"), ("true", "('HTTP_X_FORWARDED_PROTO', 'https')")])
+def test_django_reads_x_forwarded_proto_itself_only_when_told_to(trust, header):
+    code = "from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"
+    result = _production("shell", "-v", "0", "-c", code, **({"TRUST_X_FORWARDED_PROTO": trust} if trust else {}))
+    assert result.stdout.strip() == header, result.stderr
+
+
+def test_the_compose_file_publishes_the_web_port_on_127_0_0_1_unless_told_otherwise():
+    compose = yaml.safe_load((Path(settings.BASE_DIR) / "docker-compose.yml").read_text())
+    assert compose["services"]["web"]["ports"] == ["${WEB_BIND:-127.0.0.1}:${WEB_PORT:-8000}:8000"]
+    assert "TRUST_X_FORWARDED_PROTO" not in compose["x-app-env"]  # gunicorn trusts the header from the proxy alone

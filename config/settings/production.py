@@ -15,7 +15,12 @@ CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=CELERY_BROKER_URL)
 DEMO_USERS = env.bool("DEMO_USERS", default=False)
 OPEN_SITES = env.bool("OPEN_SITES", default=False)
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# X-Forwarded-Proto is trusted only from the configured proxy: gunicorn takes the scheme from it for the addresses
+# in FORWARDED_ALLOW_IPS alone. TRUST_X_FORWARDED_PROTO makes Django read the header from any client: only behind a
+# server that is not gunicorn, every request passing a proxy that overwrites the header.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("TRUST_X_FORWARDED_PROTO", default=False) else None
+)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
