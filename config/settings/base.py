@@ -307,9 +307,9 @@ TRAINING = {
     # Fine-tuning: FINE_TUNE_EPOCHS at FINE_TUNE_FACTOR of the learning rate with every (source,
     # class) stratum weighed alike (FINE_TUNE_SOURCE_BALANCE), then the weights go only
     # FINE_TUNE_INTERPOLATION of the way from the active model's (WiSE-FT). Measured on the new-site
-    # bench, seeds 1337, 1, 2: a full step changed 4-8 old test answers and the gate refused 2 runs of
-    # 3; half-way, 2 (one swap) and all 3 were promoted. 5 epochs at 0.1 with balance 0.5, the former
-    # default, was refused.
+    # bench, seeds 1337, 1, 2, rule at full balance: a full step changed 4-8 old test answers and the
+    # gate refused 2 runs of 3; half-way, 2 (one swap) and all 3 were promoted. 5 epochs at 0.1 with
+    # balance 0.5, the former default, was refused. The decision rule keeps SOURCE_BALANCE.
     "FINE_TUNE_EPOCHS": env.int("TRAINING_FINE_TUNE_EPOCHS", default=15),
     "FINE_TUNE_FACTOR": env.float("TRAINING_FINE_TUNE_FACTOR", default=0.3),
     "FINE_TUNE_INTERPOLATION": env.float("TRAINING_FINE_TUNE_INTERPOLATION", default=0.5),

@@ -281,7 +281,9 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
         y_true=val.labels,
         sources=val.sources,
         min_site_cases=settings.TRAINING["SITE_BIAS_MIN_CASES"],
-        source_balance=balance,
+        # The rule keeps the from-scratch balance: with full balance a stratum of one or two
+        # validation images (an adult pneumonia) moved the global bias and cost COVID test answers.
+        source_balance=config.source_balance,
     )
     recorder.log(
         f"Decision rule: temperature {rule.temperature:.2f}, own biases for {sorted(rule.site_bias) or 'no site'}"
