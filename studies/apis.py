@@ -623,8 +623,9 @@ class AccessEventExportApi(APIView):
             yield writer.writerow(AUDIT_CSV_COLUMNS)
             for event in events.iterator(chunk_size=2000):
                 site = event.site.slug if event.site else None
-                row = [event.at.isoformat(), event.username, event.action, event.study_id_ref, site, event.detail]
-                yield writer.writerow([_csv_cell(value) for value in [*row, event.address]])
+                row = [event.at.isoformat(), event.username, event.action, event.study_id_ref, site, event.detail,
+                       event.address]  # fmt: skip
+                yield writer.writerow([_csv_cell(value) for value in row])
 
         response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="audit-trail.csv"'

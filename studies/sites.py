@@ -98,14 +98,18 @@ def user_is_site_lead(user: AbstractBaseUser) -> bool:
     return user.is_superuser or Role.LEAD in _roles(user)
 
 
+def _holds_role_at(user: AbstractBaseUser, site_id: int, roles: tuple[str, ...]) -> bool:
+    return user.is_superuser or user_site_ids(user, roles=roles).filter(site_id=site_id).exists()
+
+
 def user_reviews_site(user: AbstractBaseUser, site_id: int) -> bool:
     """A superuser, or a reviewer or site lead of that site: who may read, adjudicate or be assigned its studies."""
-    return user.is_superuser or user_site_ids(user, roles=REVIEW_ROLES).filter(site_id=site_id).exists()
+    return _holds_role_at(user, site_id, REVIEW_ROLES)
 
 
 def user_leads_site(user: AbstractBaseUser, site_id: int) -> bool:
     """A superuser, or a site lead of that site: who may delete (erase) its studies."""
-    return user.is_superuser or user_site_ids(user, roles=(Role.LEAD,)).filter(site_id=site_id).exists()
+    return _holds_role_at(user, site_id, (Role.LEAD,))
 
 
 def study_delete_check_allowed(*, study: Study, user: AbstractBaseUser) -> None:

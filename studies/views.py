@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from studies.apis import AccessEventListApi, ReviewQueueApi, StudyListCreateApi
 from studies.audit import request_address
 from studies.models import AccessEvent, Label, RejectReason, Study
+from studies.permissions import IsSiteLead
 from studies.selectors import (
     QUEUE_ORDERS,
     access_event_list,
@@ -291,7 +292,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 def audit_trail_view(request: HttpRequest) -> HttpResponse:
     """The audit trail of the sites the user leads (superusers: all of it), filtered like the API, with its CSV."""
     if not user_is_site_lead(request.user):
-        raise PermissionDenied("Only site leads (for the sites they lead) and superusers read the audit trail.")
+        raise PermissionDenied(IsSiteLead.message)
     keys = ("action", "date_from", "date_to", "study")
     validated = AccessEventListApi.FilterSerializer(
         data={key: request.GET[key] for key in keys if request.GET.get(key)}

@@ -3,7 +3,7 @@
 from django.db.models import Count, Q, QuerySet
 
 from training.gate import CaseSet
-from training.models import DatasetSnapshot, EvaluationCase, ModelVersion, TrainingRun
+from training.models import DatasetSnapshot, EvaluationCase, ModelVersion, SnapshotItem, TrainingRun
 
 
 def model_version_get_active() -> ModelVersion | None:
@@ -36,6 +36,12 @@ def snapshot_list() -> QuerySet[DatasetSnapshot]:
     withdrawn = Count("items", filter=Q(items__withdrawn_at__isnull=False))
     # Meta.ordering does not apply to a grouped query: the pages need it said.
     return DatasetSnapshot.objects.annotate(withdrawn=withdrawn).order_by("-created_at", "-id")
+
+
+def snapshot_items_current(snapshot: DatasetSnapshot) -> QuerySet[SnapshotItem]:
+    """A snapshot's cases that were not erased since (withdrawn ones stay only as tombstones), in study order,
+    with their studies and patients: what exports and runs read."""
+    return snapshot.items.filter(withdrawn_at__isnull=True).select_related("study__patient").order_by("study_key")
 
 
 def snapshot_latest() -> DatasetSnapshot | None:

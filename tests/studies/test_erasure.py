@@ -16,6 +16,7 @@ from studies.models import AccessEvent, Review, Study
 from studies.services import study_delete
 from tests.factories import PredictionFactory, ReviewFactory, StudyFactory, UserFactory, reviewer, site_lead
 from training.models import SnapshotItem
+from training.selectors import snapshot_items_current
 from training.services import snapshot_create, snapshot_export_zip
 
 pytestmark = pytest.mark.django_db
@@ -140,3 +141,12 @@ def test_staff_who_lead_no_site_cannot_delete_studies_in_the_admin(client):
 
     assert 'value="delete_selected"' not in changelist
     assert response.status_code == 403 and Study.objects.filter(pk=study.pk).exists()
+
+
+def test_exports_and_runs_read_only_a_snapshot_s_current_cases_after_an_erasure():
+    erased, kept = _reviewed(2)
+    snapshot = snapshot_create()
+    study_delete(study=erased, user=UserFactory(is_superuser=True))
+
+    assert [item.study_key for item in snapshot_items_current(snapshot)] == [kept.pk]
+    assert snapshot.items.count() == 2  # the tombstone stays

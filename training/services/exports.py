@@ -8,6 +8,7 @@ from typing import IO
 
 from studies.services import patient_ref_export, study_file_deidentified
 from training.models import DatasetSnapshot
+from training.selectors import snapshot_items_current
 
 EXPORT_COLUMNS = ["path", "label", "source", "patient", "view", "sex", "age"]
 
@@ -19,9 +20,7 @@ def snapshot_export_zip(*, snapshot: DatasetSnapshot) -> IO[bytes]:
     writer = csv.DictWriter(labels, fieldnames=EXPORT_COLUMNS)
     writer.writeheader()
     with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_STORED) as archive:
-        for item in (
-            snapshot.items.filter(withdrawn_at__isnull=True).select_related("study__patient").order_by("study_id")
-        ):
+        for item in snapshot_items_current(snapshot):
             study = item.study
             # Only de-identified files leave: stored ones are; older ones are de-identified on the way out.
             data, suffix = study_file_deidentified(study=study)

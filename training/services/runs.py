@@ -21,7 +21,7 @@ from training.gate import GateDecision
 from training.model_card import model_card_render
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
 from training.plots import plot_confusion_matrix, plot_reliability, plot_roc, plot_training_curves
-from training.selectors import model_version_get_active, training_run_in_progress
+from training.selectors import model_version_get_active, snapshot_items_current, training_run_in_progress
 from training.services.evaluations import SplitData, evaluation_cases_record, evaluation_metrics
 from training.services.registry import (
     model_version_gate,
@@ -151,7 +151,7 @@ class _RunRecorder:
 
 
 def _split_data(snapshot: DatasetSnapshot, split: str, class_names: list[str]) -> SplitData:
-    items = snapshot.items.filter(split=split).select_related("study__patient").order_by("study_id")
+    items = snapshot_items_current(snapshot).filter(split=split)
     rows = [
         (i.study_id, i.study.image.path, class_names.index(i.label), i.study.patient.ref, i.study.source or "unknown")
         for i in items
