@@ -324,15 +324,22 @@ def load_and_preprocess(source: ImageSource, size: int) -> np.ndarray:
     return preprocess(load_grayscale(source), size)
 
 
-def rendition_png(gray: np.ndarray, *, max_side: int) -> bytes:
-    """The 8-bit rendition browsers are shown, made once: at most ``max_side`` pixels a side."""
+def rendition_encode(gray: np.ndarray, *, max_side: int, lossless: bool) -> tuple[bytes, str]:
+    """The 8-bit rendition made once at upload, at most ``max_side`` pixels a side, and its file suffix.
+
+    ``lossless`` (a DICOM's, which browsers are shown as it is at full size): PNG at zlib level 1,
+    ~15% larger than level 6 and ~5x faster (6 vs 28 ms for a 512 px X-ray). Otherwise (a PNG's or
+    JPEG's: full size is the stored file; thumbnails and the viewer's sizes, JPEGs themselves, are
+    cut from the rendition): JPEG at quality 95, 0.5 ms instead of PNG's 6 ms, which was a third of
+    an upload's CPU."""
     image = Image.fromarray(gray)
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     buffer = io.BytesIO()
-    # zlib level 1: lossless as ever, ~15% larger than level 6 and ~5x faster (6 vs 28 ms for a 512 px
-    # X-ray): the rendition is made in the upload request, where level 6 was 60% of its CPU.
-    image.save(buffer, format="PNG", optimize=False, compress_level=1)
-    return buffer.getvalue()
+    if lossless:
+        image.save(buffer, format="PNG", optimize=False, compress_level=1)
+        return buffer.getvalue(), "png"
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue(), "jpg"
 
 
 def thumbnail_jpeg(rendition: ImageSource, *, max_side: int) -> bytes:

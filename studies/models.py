@@ -78,7 +78,8 @@ def study_upload_to(instance: "Study", filename: str) -> str:
 
 
 def study_rendition_upload_to(instance: "Study", filename: str) -> str:
-    return f"renditions/{instance.sha256[:2]}/{instance.sha256}.png"
+    suffix = "jpg" if filename.lower().endswith(".jpg") else "png"  # JPEG: a PNG's or JPEG's (thumbnails only)
+    return f"renditions/{instance.sha256[:2]}/{instance.sha256}.{suffix}"
 
 
 class Study(models.Model):

@@ -30,7 +30,7 @@ from inference.preprocessing import (
     is_dicom,
     pillow_gray,
     pillow_open,
-    rendition_png,
+    rendition_encode,
 )
 from inference.services import LoadedModel, PredictionResult, decode_many, predict_batch
 from studies.audit import access_record
@@ -67,6 +67,7 @@ class CheckedImage:
     height: int
     suffix: str
     rendition: bytes = b""
+    rendition_suffix: str = "png"
     patient_ref: str = ""
     hold_reason: str = ""
 
@@ -79,7 +80,8 @@ def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> 
     try:
         if not data:
             raise ImageDecodeError("The file is empty.")
-        if is_dicom(data):
+        dicom = is_dicom(data)
+        if dicom:
             dataset = dicom_read(data)
             gray = gray_check(dicom_pixels(dataset))
             clean = dicom_deidentify(
@@ -91,13 +93,15 @@ def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> 
             clean = pixels_reencode(image, source_format="PNG" if data.startswith(PNG_SIGNATURE) else "JPEG")
     except ImageDecodeError as exc:
         raise ValidationError({"image": str(exc)}) from exc
+    rendition, rendition_suffix = rendition_encode(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=dicom)
     return CheckedImage(
         data=clean.data,
         sha256=hashlib.sha256(clean.data).hexdigest(),
         width=gray.shape[1],
         height=gray.shape[0],
         suffix=clean.suffix,
-        rendition=rendition_png(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE),
+        rendition=rendition,
+        rendition_suffix=rendition_suffix,
         patient_ref=clean.patient_ref,
         hold_reason=clean.hold_reason,
     )
@@ -140,7 +144,7 @@ def _study_save(*, checked: CheckedImage, study: Study) -> Study:
     try:
         study.image.save(f"upload.{checked.suffix}", ContentFile(checked.data), save=False)
         if checked.rendition:
-            study.rendition.save("rendition.png", ContentFile(checked.rendition), save=False)
+            study.rendition.save(f"rendition.{checked.rendition_suffix}", ContentFile(checked.rendition), save=False)
         # The related rows were just read in this transaction: checking that they exist again costs a
         # query each on every upload.
         study.full_clean(exclude=["site", "patient", "uploaded_by"])
@@ -305,14 +309,13 @@ def prediction_record(
     if existing is None:
         label = max(probabilities, key=probabilities.__getitem__)
         result = PredictionResult(probabilities, label, probabilities[label], inference_ms, heatmap_jpeg)
-        existing = _prediction_save(study=study, model_version_id=model_version_id, result=result)
+        existing = _prediction_insert(_prediction_build(study=study, model_version_id=model_version_id, result=result))
     study_mark_predicted(study=study)
     return existing
 
 
-def _prediction_save(*, study: Study, model_version_id: int, result: PredictionResult) -> Prediction:
-    """Insert a model's output for a study; when another delivery of the same message got there
-    first, keep theirs and remove our heatmap file (a duplicate delivery is harmless)."""
+def _prediction_build(*, study: Study, model_version_id: int, result: PredictionResult) -> Prediction:
+    """A model's output for a study, its heatmap file written, not yet inserted."""
     prediction = Prediction(
         study=study,
         model_version_id=model_version_id,
@@ -327,6 +330,12 @@ def _prediction_save(*, study: Study, model_version_id: int, result: PredictionR
         prediction.heatmap.save(name, ContentFile(result.heatmap_jpeg), save=False)
     # The study and the model version were read in this transaction: no query to re-check that they exist.
     prediction.full_clean(exclude=["heatmap", "study", "model_version"], validate_constraints=False)
+    return prediction
+
+
+def _prediction_insert(prediction: Prediction) -> Prediction:
+    """Insert one prediction; when another delivery of the same message got there first, keep
+    theirs and remove our heatmap file (a duplicate delivery is harmless)."""
     try:
         with transaction.atomic():
             prediction.save()
@@ -335,6 +344,18 @@ def _prediction_save(*, study: Study, model_version_id: int, result: PredictionR
             prediction.heatmap.delete(save=False)
         return Prediction.objects.get(study_id=prediction.study_id, model_version_id=prediction.model_version_id)
     return prediction
+
+
+def _predictions_insert(predictions: list[Prediction]) -> None:
+    """A batch's predictions in one INSERT; if another delivery inserted one of them meanwhile,
+    one by one (each keeps the first)."""
+    try:
+        with transaction.atomic():
+            Prediction.objects.bulk_create(predictions)
+    except IntegrityError:
+        for prediction in predictions:
+            prediction.pk = None
+            _prediction_insert(prediction)
 
 
 def study_mark_predicted(*, study: Study) -> Study:
@@ -597,6 +618,12 @@ def study_predict_many(
     Returns each given study's outcome: "done", "failed", "missing" or "busy" (another worker has it).
     Safe to repeat: a study predicted by this version already is "done" and is not predicted again."""
     study_ids = list(study_ids)
+    # A micro-batch answered most studies before their own messages arrive: one query tells.
+    done = Study.objects.filter(
+        pk__in=study_ids, status=Study.Status.PREDICTED, predictions__model_version_id=model_version_id
+    ).values_list("pk", flat=True)
+    if set(done) == set(study_ids):
+        return dict.fromkeys(study_ids, "done")
     claimed = studies_claim_for_prediction(
         study_ids=study_ids, model_version_id=model_version_id, more_waiting=more_waiting
     )
@@ -644,10 +671,14 @@ def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loa
                 study_id__in=[study.pk for study, _ in readable], model_version_id=model_version_id
             ).values_list("study_id", flat=True)
         )
-        for (study, _), result in zip(readable, results, strict=True):
-            if study.pk not in recorded:
-                _prediction_save(study=study, model_version_id=model_version_id, result=result)
-            outcomes[study.pk] = "done"
+        _predictions_insert(
+            [
+                _prediction_build(study=study, model_version_id=model_version_id, result=result)
+                for (study, _), result in zip(readable, results, strict=True)
+                if study.pk not in recorded
+            ]
+        )
+        outcomes.update((study.pk, "done") for study, _ in readable)
         Study.objects.filter(pk__in=[study.pk for study, _ in readable]).update(
             status=Study.Status.PREDICTED, error="", status_changed_at=timezone.now()
         )

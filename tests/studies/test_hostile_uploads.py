@@ -116,11 +116,33 @@ def test_thumbnails_are_cut_from_the_stored_rendition_never_from_the_original(ap
         URL, {"image": SimpleUploadedFile("x.png", png_bytes(size=300))}, format="multipart"
     ).json()["id"]
     study = Study.objects.get(pk=study_id)
-    assert study.rendition.name.endswith(".png")
+    assert study.rendition.name.endswith(".jpg")  # only thumbnails are cut from a PNG's rendition
     Path(study.image.path).write_bytes(b"not decodable any more")  # a request that decoded it would fail
     response = api_client.get(f"{URL}{study_id}/image/?size=120")
     assert response.status_code == 200
     assert Image.open(io.BytesIO(response.content)).size == (120, 120)
+
+
+@pytest.mark.django_db
+def test_a_dicom_rendition_is_lossless_and_is_what_browsers_are_shown(api_client, uploader_user):
+    import io
+
+    from PIL import Image
+
+    from tests.images import dicom_bytes
+
+    api_client.force_authenticate(uploader_user)
+    study_id = api_client.post(URL, {"image": SimpleUploadedFile("x.dcm", dicom_bytes())}, format="multipart").json()[
+        "id"
+    ]
+    study = Study.objects.get(pk=study_id)
+    assert study.rendition.name.endswith(".png")
+    response = api_client.get(f"{URL}{study_id}/image/")
+    assert response.status_code == 200
+    assert response["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(response.content)) as shown, study.rendition.open("rb") as stored:
+        assert shown.format == "PNG"
+        assert response.content == stored.read()
 
 
 def test_the_heatmap_overlay_is_made_from_a_downscaled_image():

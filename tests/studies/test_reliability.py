@@ -1,6 +1,8 @@
 """No study is lost: leases and attempts for dead workers, idempotent recording, micro-batches,
 uploads while the broker or the database is down."""
 
+from pathlib import Path
+
 import pytest
 from celery.exceptions import Retry
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -106,6 +108,24 @@ def test_recording_the_same_prediction_twice_keeps_one_row_and_one_file(active_m
         )
     assert Prediction.objects.count() == 1
     assert len(list((media_root / "heatmaps").iterdir())) == 1
+
+
+@pytest.mark.django_db
+def test_a_batch_racing_another_delivery_keeps_the_first_row_and_removes_its_own_heatmap(active_model, media_root):
+    from inference.services import PredictionResult
+    from studies.services import _prediction_build, _predictions_insert
+
+    first, second = StudyFactory(), StudyFactory()
+    result = PredictionResult({"covid": 0.2, "normal": 0.7, "pneumonia": 0.1}, "normal", 0.7, 3.0, b"\xff\xd8 a")
+    # The other delivery's row, inserted after this batch looked, with its own heatmap file.
+    theirs = _prediction_build(study=first, model_version_id=active_model.id, result=result)
+    theirs.save()
+    ours = [_prediction_build(study=s, model_version_id=active_model.id, result=result) for s in (first, second)]
+    _predictions_insert(ours)
+    assert Prediction.objects.count() == 2
+    assert Prediction.objects.get(study=first).pk == theirs.pk
+    kept = {Path(p.heatmap.name).name for p in Prediction.objects.all()}
+    assert {p.name for p in (media_root / "heatmaps").iterdir()} == kept
 
 
 @pytest.mark.django_db
