@@ -9,7 +9,8 @@ In one run, on this machine:
                  POST /api/studies/ by C client threads; timed from the first upload until every
                  study is predicted; then single studies uploaded one at a time on an idle platform,
                  timed from the upload until the API shows the prediction (polled every 20 ms)
-Prints images/s, the platform/raw ratio, and the idle added latency (platform - model's own).
+Prints images/s, the platform/raw ratio, the idle added latency (platform - model's own), and the CPU
+milliseconds per image of web, workers and the upload clients against the raw pipeline's (contention-proof).
 """
 
 import argparse
@@ -25,8 +26,9 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import Platform, cxr_images, wait_until  # noqa: E402
 
 
-def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float]:
-    """(images/s in batches, median single-image latency in s) of the model in this process."""
+def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float, float]:
+    """(images/s in batches, median single-image latency in s, CPU ms per image in batches) of the
+    model in this process."""
     import json
 
     from inference.services import decode_many, load_model, predict_batch, warm_up
@@ -40,16 +42,17 @@ def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float]:
     )
     warm_up(loaded)
     blobs = [p.read_bytes() for p in paths]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for start in range(0, len(blobs), batch_size):
         predict_batch(decode_many(blobs[start : start + batch_size]), loaded)
     images_per_s = len(blobs) / (time.perf_counter() - started)
+    cpu_ms = 1000 * (time.process_time() - cpu_started) / len(blobs)
     singles = []
     for blob in blobs[:30]:
         t0 = time.perf_counter()
         predict_batch(decode_many([blob]), loaded)
         singles.append(time.perf_counter() - t0)
-    return images_per_s, statistics.median(singles)
+    return images_per_s, statistics.median(singles), cpu_ms
 
 
 def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: int, processes: int) -> dict:
@@ -73,6 +76,7 @@ def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: in
                     statuses.append(status)
 
         chunks = [paths[i::clients] for i in range(clients)]
+        cpu_before, client_before = platform.cpu_seconds(), time.process_time()
         started = time.perf_counter()
         threads = [threading.Thread(target=client, args=(chunk,)) for chunk in chunks]
         for thread in threads:
@@ -81,13 +85,10 @@ def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: in
             thread.join()
         uploaded_in = time.perf_counter() - started
         total = 2 + len(paths)
-        wait_until(
-            lambda: platform.count("predicted") + platform.count("failed") >= total,
-            timeout=1800,
-            interval=0.1,
-            what="all predictions",
-        )
+        wait_until(lambda: platform.settled() >= total, timeout=1800, interval=0.1, what="all predictions")
         elapsed = time.perf_counter() - started
+        cpu = {k: v - cpu_before[k] for k, v in platform.cpu_seconds().items()}
+        cpu["client"] = time.process_time() - client_before
 
         latencies = []
         for path in paths[:idle_samples]:
@@ -105,6 +106,7 @@ def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: in
             "non_201": sum(1 for s in statuses if s != 201),
             "failed": platform.count("failed"),
             "idle_latency_s": statistics.median(latencies),
+            "cpu_ms_per_image": {k: 1000 * v / len(paths) for k, v in cpu.items()},
         }
     finally:
         platform.stop()
@@ -127,16 +129,24 @@ def main() -> int:
         mode: platform_run(mode, paths, clients=args.clients, idle_samples=args.idle_samples, processes=args.processes)
         for mode in modes
     }
-    raw_ips, raw_single = raw_pipeline(paths, batch_size=args.batch_size)
+    raw_ips, raw_single, raw_cpu = raw_pipeline(paths, batch_size=args.batch_size)
 
     print(f"{len(paths)} real X-rays, {args.clients} upload clients, starter model, raw batches of {args.batch_size}")
-    print(f"raw pipeline (one process)          {raw_ips:7.1f} images/s; one image {raw_single * 1000:6.1f} ms")
+    print(
+        f"raw pipeline (one process)          {raw_ips:7.1f} images/s; one image {raw_single * 1000:6.1f} ms; "
+        f"{raw_cpu:.1f} ms CPU per image"
+    )
     for mode, r in results.items():
         print(
             f"platform {mode:<11} {r['images_per_s']:7.1f} images/s  ratio {r['images_per_s'] / raw_ips:5.2f}  "
             f"(uploads {r['uploads_per_s']:5.1f}/s, non-201 {r['non_201']}, failed {r['failed']})  "
             f"idle upload->prediction {r['idle_latency_s'] * 1000:6.0f} ms, "
             f"added {1000 * (r['idle_latency_s'] - raw_single):6.0f} ms"
+        )
+        cpu = r["cpu_ms_per_image"]
+        print(
+            f"  CPU ms per image: web {cpu['web']:.1f}, workers {cpu['worker']:.1f}, other {cpu['other']:.1f}, "
+            f"upload clients {cpu['client']:.1f}; {sum(cpu.values()):.1f} in all (raw pipeline: {raw_cpu:.1f})"
         )
     return 0
 
