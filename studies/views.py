@@ -277,7 +277,7 @@ def study_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _form_action(
         request,
         pk,
-        lambda study: study_assign(study=study, reviewer_username=username or None),
+        lambda study: study_assign(study=study, user=request.user, reviewer_username=username or None),
         f"Study {pk} assigned to {username}." if username else f"Study {pk} is in every reviewer's queue.",
     )
 

@@ -120,13 +120,13 @@ def test_sending_back_starts_a_new_round_that_needs_reading_again():
 def test_assigned_studies_are_only_in_their_reviewers_queue():
     ann, bob = reviewer(username="ann"), reviewer(username="bob")
     mine, shared = _study(), _study()
-    study_assign(study=mine, reviewer_username="ann")
+    study_assign(study=mine, user=site_lead(), reviewer_username="ann")
 
     assert set(review_queue_list(user=ann)) == {mine, shared}
     assert list(review_queue_list(user=ann, mine=True)) == [mine]
     assert list(review_queue_list(user=bob)) == [shared]
     with pytest.raises(ValidationError, match="not a reviewer"):
-        study_assign(study=mine, reviewer_username="nobody")
+        study_assign(study=mine, user=site_lead(), reviewer_username="nobody")
 
 
 def test_queue_orders_by_uncertainty_age_or_model_disagreement(settings):
