@@ -10,8 +10,9 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError as DRFValidationError
 
-from studies.apis import AccessEventListApi, ReviewQueueApi, StudyListCreateApi
+from studies.apis import AccessEventListApi, ReviewCreateApi, ReviewQueueApi, StudyListCreateApi
 from studies.audit import request_address
 from studies.models import AccessEvent, Label, RejectReason, Study
 from studies.permissions import IsSiteLead
@@ -127,6 +128,17 @@ def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "studies/study_detail.html", context)
 
 
+def _reading_ms(value: str) -> int | None:
+    """The reading time the study page's script puts in the review form, checked as the review API checks it;
+    none (no script, or a value out of range) is no time."""
+    if not value:
+        return None
+    try:
+        return ReviewCreateApi.InputSerializer().fields["reading_ms"].run_validation(value)
+    except DRFValidationError:
+        return None
+
+
 @login_required
 @require_POST
 def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
@@ -138,6 +150,7 @@ def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
             reviewer=request.user,
             label=request.POST.get("label", ""),
             comment=request.POST.get("comment", ""),
+            reading_ms=_reading_ms(request.POST.get("reading_ms", "")),
             address=request_address(request),
         )
     except ValidationError as error:

@@ -1,9 +1,9 @@
-"""The upload page in a real browser: progress bars, error messages, a prediction arriving."""
+"""The upload page and the study page in a real browser: progress bars, error messages, a prediction arriving."""
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from studies.models import Study
+from studies.models import Review, Study
 from tests.images import png_bytes
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -44,8 +44,9 @@ def test_upload_errors_are_shown_per_file_and_store_nothing(page: Page, live_ser
     assert Study.objects.count() == 0
 
 
-def test_study_page_shows_the_prediction_when_it_arrives(page: Page, live_server, login, reviewer_user):
-    """The study is uploaded while no model is active; the page polls until a prediction lands."""
+def test_study_page_shows_the_prediction_when_it_arrives_and_reads_it(page: Page, live_server, login, reviewer_user):
+    """The study is uploaded while no model is active; the page polls until a prediction lands, then its review
+    buttons confirm it and the read keeps the time it took."""
     from django.core.files.base import ContentFile
 
     from studies.services import prediction_record
@@ -66,3 +67,8 @@ def test_study_page_shows_the_prediction_when_it_arrives(page: Page, live_server
 
     expect(page.locator("[data-role=label]")).to_have_text("Other pneumonia")
     expect(page.locator("[data-role=status]")).to_have_text("Predicted")
+    page.get_by_role("button", name="Confirm Other pneumonia").click()
+    expect(page.get_by_text(f"Study {study.pk} labelled Other pneumonia.")).to_be_visible()
+    read = Review.objects.get(study=study)
+    assert (read.reviewer, read.label) == (reviewer_user, "pneumonia")
+    assert read.reading_ms is not None

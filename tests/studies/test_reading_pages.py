@@ -3,7 +3,7 @@
 import pytest
 from django.urls import reverse
 
-from studies.models import Study
+from studies.models import Review, Study
 from studies.services import review_submit
 from tests.factories import PredictionFactory, reviewer, site_lead, uploader
 
@@ -107,3 +107,14 @@ def test_study_list_page_hides_the_model_on_blinded_sources_until_read(client, s
     assert f"#{blinded.pk}</a>" in html
     assert '<span class="muted">blinded</span>' in html and "Other pneumonia</span>" not in html
     assert "COVID-19</span>" in html  # an unblinded source still shows the model's answer
+
+
+def test_review_form_keeps_the_reading_time_the_page_measured(client):
+    timed, untimed = PredictionFactory().study, PredictionFactory().study
+    client.force_login(reviewer())
+
+    client.post(reverse("studies:review", args=[timed.pk]), {"label": "covid", "reading_ms": "2500"})
+    client.post(reverse("studies:review", args=[untimed.pk]), {"label": "covid", "reading_ms": "-3"})
+
+    assert Review.objects.get(study=timed).reading_ms == 2500
+    assert Review.objects.get(study=untimed).reading_ms is None

@@ -313,6 +313,14 @@ function initStudy(root) {
   const labels = JSON.parse(document.getElementById("label-names").textContent);
   const badge = root.querySelector("[data-role=status]");
   const viewer = root.querySelector("[data-viewer]").viewer;
+  const reviewForm = root.querySelector("[data-role=review-form]");
+  let shownAt = performance.now(); // reading time: from the study (or its prediction, when it arrives) shown
+
+  if (reviewForm) {
+    reviewForm.addEventListener("submit", () => {
+      reviewForm.elements.reading_ms.value = String(Math.round(performance.now() - shownAt));
+    });
+  }
 
   function render(study) {
     badge.textContent = study.status.charAt(0).toUpperCase() + study.status.slice(1);
@@ -338,6 +346,7 @@ function initStudy(root) {
     }
     const review = root.querySelector("[data-role=review]");
     if (review) {
+      if (review.hidden) shownAt = performance.now();
       review.hidden = false;
       const confirm = review.querySelector("[data-role=confirm]");
       confirm.value = prediction.label;
