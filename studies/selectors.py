@@ -24,7 +24,7 @@ from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from inference.preprocessing import display_image, thumbnail_jpeg
-from studies.models import AccessEvent, Prediction, Review, Study
+from studies.models import AccessEvent, Prediction, Review, Site, Study
 from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_adjudicator, user_is_reviewer, user_site_ids
 
 __all__ = ["user_can_upload", "user_is_adjudicator", "user_is_reviewer"]  # the role checks live in studies.sites
@@ -263,6 +263,15 @@ def review_queue_list(
     if exclude_ids:
         queryset = queryset.exclude(pk__in=exclude_ids)
     return queryset.order_by(*QUEUE_ORDERS[order])
+
+
+def review_queue_sources(*, user: AbstractBaseUser) -> QuerySet:
+    """The sources (site slugs) whose studies the user reads, which the queue's source filter offers: the sites
+    where they review or lead (superusers: every site), never the names of other hospitals."""
+    sites = (
+        Site.objects.all() if user.is_superuser else Site.objects.filter(pk__in=user_site_ids(user, roles=REVIEW_ROLES))
+    )
+    return sites.order_by("slug").values_list("slug", flat=True)
 
 
 def adjudication_queue_list(*, user: AbstractBaseUser) -> QuerySet[Study]:

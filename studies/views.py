@@ -21,6 +21,7 @@ from studies.selectors import (
     access_event_list,
     adjudication_queue_list,
     review_queue_list,
+    review_queue_sources,
     study_blinding,
     study_get_for_user,
     study_latest_prediction,
@@ -199,7 +200,7 @@ def review_queue_view(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "labels": Label.choices,
         "orders": [(key, key.capitalize()) for key in QUEUE_ORDERS],
-        "sources": Study.objects.exclude(source="").values_list("source", flat=True).distinct().order_by("source"),
+        "sources": review_queue_sources(user=request.user),
     }
     return render(request, "studies/review_queue.html", context)
 

@@ -23,6 +23,17 @@ def test_queue_page_filters_by_source_and_rejects_a_bad_filter_with_a_message(cl
     assert "order:" in bad.content.decode()
 
 
+def test_queue_page_offers_only_the_sources_the_reader_reviews(client):
+    PredictionFactory(study__source="site-c")  # another hospital's study: its name is not for this reader
+    reviewer(username="reader", site_name="site-a")
+    client.force_login(reviewer(username="reader", site_name="site-b"))
+
+    response = client.get(reverse("studies:queue"))
+
+    assert list(response.context["sources"]) == ["site-a", "site-b"]
+    assert "site-c" not in response.content.decode()
+
+
 def test_reading_and_adjudication_pages_need_their_roles(client):
     client.force_login(uploader())
     assert client.get(reverse("studies:read")).status_code == 403
