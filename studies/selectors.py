@@ -61,6 +61,19 @@ def study_blinding(*, user: AbstractBaseUser, study: Study) -> tuple[bool, bool]
     return True, study.source in settings.REVIEW_BLIND_TO_MODEL_SOURCES
 
 
+def studies_model_hidden(*, user: AbstractBaseUser) -> Q | None:
+    """study_blinding's hidden model answers as a filter: the open studies of blinded sources that ``user`` (a
+    reader, not an adjudicator) has not read in their current round; None when no answer is hidden from them.
+    A filter on the predicted label must not find these, or it would tell the reader what the model said."""
+    if not settings.REVIEW_BLIND_TO_MODEL_SOURCES or not user_is_reviewer(user) or user_is_adjudicator(user):
+        return None
+    read_by_me = Review.objects.filter(
+        study=OuterRef("pk"), reviewer=user, round=OuterRef("reading_round"), kind=Review.Kind.READ
+    )
+    open_states = (Study.Reading.UNREAD, Study.Reading.READING, Study.Reading.DISAGREEMENT)
+    return Q(source__in=settings.REVIEW_BLIND_TO_MODEL_SOURCES, reading_state__in=open_states) & ~Q(Exists(read_by_me))
+
+
 def study_image_for_browser(*, study: Study, size: int | None = None) -> BrowserImage:
     """What a browser is shown: ``size`` gives a JPEG of at most that side; DICOM becomes PNG. Both are cut from the
     rendition stored at upload, so no request decodes an original (a study stored before renditions existed is
@@ -142,7 +155,9 @@ STUDY_FILTER_LOOKUPS = {
 def study_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Study]:
     """The studies a user may see, narrowed by validated filters; a None value means any."""
     lookups = {STUDY_FILTER_LOOKUPS[key]: value for key, value in (filters or {}).items() if value is not None}
-    return study_visible_queryset(user=user).filter(**lookups)
+    studies = study_visible_queryset(user=user).filter(**lookups)
+    hidden = studies_model_hidden(user=user) if "predicted_label" in lookups else None
+    return studies if hidden is None else studies.exclude(hidden)
 
 
 def study_list_ids(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet:
@@ -256,6 +271,9 @@ def review_queue_list(
         queryset = queryset.filter(source=source)
     if predicted_label:
         queryset = queryset.filter(predicted_label=predicted_label)
+        hidden = studies_model_hidden(user=user)
+        if hidden is not None:
+            queryset = queryset.exclude(hidden)
     if uploaded_from:
         queryset = queryset.filter(uploaded_at__date__gte=uploaded_from)
     if uploaded_to:

@@ -138,3 +138,23 @@ def test_a_reader_sees_neither_other_reads_nor_on_a_blinded_source_the_model(api
     assert len(after["reviews"]) == 2 and after["prediction"]["label"] == "covid"
     assert after["final_label"] == "covid" and after["label_rule"] == "unanimous"
     assert Review.objects.filter(study=study).count() == 2
+
+
+def test_a_predicted_label_filter_does_not_reveal_the_model_to_a_blinded_reader(api_client, settings):
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    settings.REVIEW_READS_REQUIRED = 2
+    study = PredictionFactory(study__source="blind", label="covid").study
+    api_client.force_authenticate(reviewer(site_name="blind"))
+    found = {
+        path: [s["id"] for s in api_client.get(path, {"predicted_label": "covid"}).json()["results"]]
+        for path in ("/api/studies/", "/api/review-queue/")
+    }
+    assert found == {"/api/studies/": [], "/api/review-queue/": []}
+
+    api_client.post(f"/api/studies/{study.pk}/reviews/", {"label": "normal"})  # read: the answer may show now
+    listed = api_client.get("/api/studies/", {"predicted_label": "covid"}).json()["results"]
+    assert [s["id"] for s in listed] == [study.pk]
+    api_client.force_authenticate(site_lead(site_name="blind"))  # leads adjudicate: never blinded
+    assert [s["id"] for s in api_client.get("/api/review-queue/", {"predicted_label": "covid"}).json()["results"]] == [
+        study.pk
+    ]
