@@ -701,6 +701,17 @@ function initDashboard(root) {
         { name: "κ vs model", color: PALETTE[1], values: agreement.per_reader.map((r) => r.vs_model.kappa) },
       ],
     });
+    const sourceReaders = Object.keys(agreement.by_source).sort()
+      .flatMap((source) => agreement.by_source[source].per_reader.map((r) => ({ source, ...r })));
+    barChart(chart("readers-by-source"), {
+      labels: sourceReaders.map((r) => `${r.source} · ${r.reader}`),
+      max: 1,
+      format: (v) => v.toFixed(2),
+      series: [
+        { name: "κ vs final label", color: PALETTE[0], values: sourceReaders.map((r) => r.vs_final.kappa) },
+        { name: "κ vs model", color: PALETTE[1], values: sourceReaders.map((r) => r.vs_model.kappa) },
+      ],
+    });
     const fleissSources = Object.keys(agreement.by_source).filter((s) => agreement.by_source[s].fleiss.n);
     barChart(chart("fleiss"), {
       labels: fleissSources,
@@ -708,12 +719,26 @@ function initDashboard(root) {
       format: (v) => v.toFixed(2),
       series: [{ name: "Fleiss' κ", color: PALETTE[2], values: fleissSources.map((s) => agreement.by_source[s].fleiss.kappa) }],
     });
+    const multiWeeks = agreement.by_week.filter((w) => w.n);
     lineChart(chart("over-time"), {
-      labels: agreement.by_week.map((w) => w.week),
+      labels: multiWeeks.map((w) => w.week),
       min: -1,
       max: 1,
-      series: [{ name: "Fleiss' κ", color: PALETTE[2], values: agreement.by_week.map((w) => w.fleiss) }],
+      series: [{ name: "Fleiss' κ", color: PALETTE[2], values: multiWeeks.map((w) => w.fleiss) }],
     });
+    for (const [name, key] of [["readers-final-weekly", "vs_final"], ["readers-model-weekly", "vs_model"]]) {
+      lineChart(chart(name), {
+        labels: agreement.by_week.map((w) => w.week),
+        format: (v) => `${Math.round(100 * v)}%`,
+        series: agreement.readers.map((reader, k) => ({
+          name: reader, color: PALETTE[k % PALETTE.length],
+          values: agreement.by_week.map((w) => {
+            const entry = w.per_reader.find((r) => r.reader === reader);
+            return entry ? entry[key].agreement : null;
+          }),
+        })),
+      });
+    }
     root.dataset.loaded = "true";
     const table = root.querySelector("[data-table=pairs]");
     if (!agreement.pairs.length) { emptyChart(table, "No study has two readers yet."); return; }
