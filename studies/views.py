@@ -298,7 +298,8 @@ def study_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    """Charts drawn by app.js from GET /api/stats/."""
+    """Charts drawn by app.js from GET /api/stats/ (which, like this page, needs a role)."""
+    role_required(request.user)
     return render(request, "studies/dashboard.html")
 
 

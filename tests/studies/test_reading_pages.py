@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from studies.models import Review, Study
 from studies.services import review_submit
-from tests.factories import PredictionFactory, reviewer, site_lead, uploader
+from tests.factories import PredictionFactory, UserFactory, reviewer, site_lead, uploader
 
 pytestmark = pytest.mark.django_db
 
@@ -77,9 +77,11 @@ def test_a_reader_does_not_see_earlier_reads_on_the_study_page_until_they_read(c
     assert "read by ann" not in html
 
 
-def test_dashboard_page_renders_for_any_user(client):
+def test_dashboard_page_renders_for_any_role_and_refuses_a_bare_login(client):
     client.force_login(uploader())
     assert client.get(reverse("studies:dashboard")).status_code == 200
+    client.force_login(UserFactory())
+    assert client.get(reverse("studies:dashboard")).status_code == 403
 
 
 def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(client, settings):
