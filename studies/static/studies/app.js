@@ -563,10 +563,16 @@ function svgEl(name, attrs = {}, text = null) {
   return el;
 }
 
-function chartFrame(container, series, { max, format }) {
+const CHAR_WIDTH = 6.2; // of an 11px label, in the charts' 520-wide viewBox
+
+function chartFrame(container, series, { max, format, labels }) {
   const width = 520;
-  const height = 220;
   const pad = { left: 40, right: 24, top: 10, bottom: 46 };
+  // Labels wider than their slot, or many, are tilted, with room below for the longest one.
+  const longest = Math.max(0, ...labels.map((label) => label.length)) * CHAR_WIDTH;
+  const tilted = labels.length > 6 || longest > (width - pad.left - pad.right) / labels.length;
+  if (tilted) pad.bottom = Math.max(pad.bottom, Math.round(22 + longest / 2));
+  const height = 174 + pad.bottom;
   const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
   const plot = { x: pad.left, y: pad.top, w: width - pad.left - pad.right, h: height - pad.top - pad.bottom };
   for (let i = 0; i <= 4; i += 1) {
@@ -586,12 +592,11 @@ function chartFrame(container, series, { max, format }) {
     legend.append(item);
   }
   if (series.length > 1) container.append(legend);
-  return { svg, plot };
+  return { svg, plot, tilted };
 }
 
-function xLabel(svg, plot, x, text, count, anchor = "middle") {
+function xLabel(svg, plot, x, text, tilted, anchor = "middle") {
   const y = plot.y + plot.h + 14;
-  const tilted = count > 6;
   svg.append(svgEl("text", { x, y, "text-anchor": tilted ? "end" : anchor,
     transform: tilted ? `rotate(-30 ${x} ${y})` : "" }, text));
 }
@@ -610,7 +615,7 @@ function barChart(container, { labels, series, stacked = false, max = null, form
   const totals = labels.map((_, i) => (stacked ? series.reduce((sum, s) => sum + (s.values[i] || 0), 0)
     : Math.max(...series.map((s) => s.values[i] || 0))));
   const top = max ?? 4 * Math.ceil(Math.max(1, ...totals) / 4); // whole numbers on the 4 gridlines
-  const { svg, plot } = chartFrame(container, series, { max: top, format });
+  const { svg, plot, tilted } = chartFrame(container, series, { max: top, format, labels });
   const slot = plot.w / labels.length;
   const barW = Math.min(48, (slot * 0.75) / (stacked ? 1 : series.length));
   labels.forEach((label, i) => {
@@ -626,19 +631,20 @@ function barChart(container, { labels, series, stacked = false, max = null, form
       svg.append(rect);
       if (stacked) base += Math.max(0, value);
     });
-    xLabel(svg, plot, plot.x + slot * i + slot / 2, label, labels.length);
+    xLabel(svg, plot, plot.x + slot * i + slot / 2, label, tilted);
   });
 }
 
 /* Lines: labels along x, one line per series; null values leave gaps. */
 function lineChart(container, { labels, series, max = 1, min = 0, format = (v) => v.toFixed(2) }) {
   if (!labels.length) return emptyChart(container, "No data yet.");
-  const { svg, plot } = chartFrame(container, series, { max, format: (v) => format(min + (v / max) * (max - min)) });
+  const frame = { max, format: (v) => format(min + (v / max) * (max - min)), labels };
+  const { svg, plot, tilted } = chartFrame(container, series, frame);
   const step = labels.length > 1 ? plot.w / (labels.length - 1) : 0;
   const xAt = (i) => plot.x + (labels.length > 1 ? step * i : plot.w / 2);
   const yAt = (v) => plot.y + plot.h - (plot.h * (v - min)) / (max - min);
   const anchor = (i) => (labels.length === 1 ? "middle" : i === 0 ? "start" : i === labels.length - 1 ? "end" : "middle");
-  labels.forEach((label, i) => xLabel(svg, plot, xAt(i), label, labels.length, anchor(i)));
+  labels.forEach((label, i) => xLabel(svg, plot, xAt(i), label, tilted, anchor(i)));
   for (const s of series) {
     let path = "";
     s.values.forEach((v, i) => {
