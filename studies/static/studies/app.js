@@ -167,6 +167,7 @@ function initViewer(root) {
   const heatToggle = root.querySelector("[data-role=heat-toggle]");
   const opacity = root.querySelector("[data-role=opacity]");
   const invertButton = root.querySelector("[data-act=invert]");
+  const wlButton = root.querySelector("[data-act=wl-mode]"); // on a touch screen, drags set window/level
   const id = `xv-wl-${++viewerCount}`;
   const applyWl = wlFilter(id);
   image.style.filter = `url(#${id})`;
@@ -246,7 +247,8 @@ function initViewer(root) {
     image.src = `${url}?size=768`;
   }
 
-  /* Pointer: drag pans; right button or Shift drags window (x) and level (y); two fingers pinch-zoom. */
+  /* Pointer: drag pans; right button, Shift or the W/L drag mode drags window (x) and level (y); two fingers
+     pinch-zoom. */
   let drag = null;
   const pointers = new Map();
   let pinch = null;
@@ -259,7 +261,8 @@ function initViewer(root) {
     pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
     box.setPointerCapture(event.pointerId);
     if (pointers.size === 2) { drag = null; pinch = { distance: spread(), zoom: state.zoom }; return; }
-    drag = { x: event.clientX, y: event.clientY, wl: event.button === 2 || event.shiftKey, start: { ...state } };
+    const wl = event.button === 2 || event.shiftKey || wlButton.getAttribute("aria-pressed") === "true";
+    drag = { x: event.clientX, y: event.clientY, wl, start: { ...state } };
   });
   box.addEventListener("pointermove", (event) => {
     if (pointers.has(event.pointerId)) pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
@@ -293,6 +296,9 @@ function initViewer(root) {
   root.querySelector("[data-act=zoom-out]").addEventListener("click", () => zoomBy(1 / 1.25));
   root.querySelector("[data-act=reset]").addEventListener("click", reset);
   invertButton.addEventListener("click", invert);
+  wlButton.addEventListener("click", () => {
+    wlButton.setAttribute("aria-pressed", String(wlButton.getAttribute("aria-pressed") !== "true"));
+  });
   preset.addEventListener("change", () => setPreset(preset.value));
   heatToggle.addEventListener("change", () => showHeatmap(heatToggle.checked));
   opacity.addEventListener("input", () => { heat.style.opacity = String(opacity.value / 100); });
