@@ -105,6 +105,11 @@ def _agreement(studies: list[Study], reads: dict[int, dict[str, str]]) -> dict:
     }
 
 
+def _agreement_of(studies: list[Study], reads: dict[int, dict[str, str]]) -> dict:
+    """_agreement over some of the studies, with only their reads."""
+    return _agreement(studies, {s.pk: reads[s.pk] for s in studies if s.pk in reads})
+
+
 def _studies(user: AbstractBaseUser | None) -> QuerySet[Study]:
     """The studies the figures count: those ``user`` may see (their sites), or all when None."""
     if user is None:
@@ -113,28 +118,27 @@ def _studies(user: AbstractBaseUser | None) -> QuerySet[Study]:
 
 
 def agreement_stats(*, user: AbstractBaseUser | None = None, weeks: int = 12) -> dict:
-    """Agreement overall, per source, and per ISO week of the study's upload (Fleiss' kappa), over
-    the studies ``user`` may see (all studies when None)."""
+    """Agreement overall, per source, and per ISO week of the study's upload (Fleiss' kappa and each
+    reader against the final label and the model), over the studies ``user`` may see (all studies when None)."""
     studies = list(study_annotate_labels(_studies(user).filter(reviews__kind=Review.Kind.READ).distinct()))
     reads = _reads(studies)
     by_source: dict[str, list[Study]] = defaultdict(list)
     for study in studies:
         by_source[study.source or "unknown"].append(study)
     since = timezone.now() - timedelta(weeks=weeks)
-    by_week: dict[str, list[list[str]]] = defaultdict(list)
+    by_week: dict[str, list[Study]] = defaultdict(list)
     for study in studies:
-        if study.uploaded_at >= since and len(reads.get(study.pk, {})) >= 2:
+        if study.uploaded_at >= since:
             year, week, _ = study.uploaded_at.isocalendar()
-            by_week[f"{year}-W{week:02d}"].append(list(reads[study.pk].values()))
+            by_week[f"{year}-W{week:02d}"].append(study)
+    weekly = {week: _agreement_of(items, reads) for week, items in sorted(by_week.items())}
     return {
         **_agreement(studies, reads),
-        "by_source": {
-            source: _agreement(items, {s.pk: reads[s.pk] for s in items if s.pk in reads})
-            for source, items in sorted(by_source.items())
-        },
+        "by_source": {source: _agreement_of(items, reads) for source, items in sorted(by_source.items())},
         "by_week": [
-            {"week": week, "n": len(items), "fleiss": _rounded(fleiss_kappa(items))}
-            for week, items in sorted(by_week.items())
+            # n: the week's studies with two or more reads, the ones Fleiss' kappa counts
+            {"week": week, "n": f["fleiss"]["n"], "fleiss": f["fleiss"]["kappa"], "per_reader": f["per_reader"]}
+            for week, f in weekly.items()
         ],
     }
 

@@ -425,7 +425,10 @@ class StudyAssignApi(APIView):
         serializer.is_valid(raise_exception=True)
         study = study_get_for_user(user=request.user, study_id=pk)
         return _study_response(
-            request, study_assign(study=study, reviewer_username=serializer.validated_data["reviewer"] or None)
+            request,
+            study_assign(
+                study=study, user=request.user, reviewer_username=serializer.validated_data["reviewer"] or None
+            ),
         )
 
 

@@ -8,9 +8,12 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
 from django.db.models import (
     BooleanField,
+    Case,
+    Count,
     Exists,
     ExpressionWrapper,
     F,
+    FloatField,
     Min,
     OuterRef,
     Prefetch,
@@ -18,13 +21,14 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
+    When,
 )
 from django.db.models.functions import NullIf
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
 from inference.preprocessing import display_image, thumbnail_jpeg
-from studies.models import AccessEvent, Prediction, Review, Study
+from studies.models import AccessEvent, Prediction, Review, Site, Study
 from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_adjudicator, user_is_reviewer, user_site_ids
 
 __all__ = ["user_can_upload", "user_is_adjudicator", "user_is_reviewer"]  # the role checks live in studies.sites
@@ -59,6 +63,19 @@ def study_blinding(*, user: AbstractBaseUser, study: Study) -> tuple[bool, bool]
     if has_read:
         return False, False
     return True, study.source in settings.REVIEW_BLIND_TO_MODEL_SOURCES
+
+
+def studies_model_hidden(*, user: AbstractBaseUser) -> Q | None:
+    """study_blinding's hidden model answers as a filter: the open studies of blinded sources that ``user`` (a
+    reader, not an adjudicator) has not read in their current round; None when no answer is hidden from them.
+    A filter on the predicted label must not find these, or it would tell the reader what the model said."""
+    if not settings.REVIEW_BLIND_TO_MODEL_SOURCES or not user_is_reviewer(user) or user_is_adjudicator(user):
+        return None
+    read_by_me = Review.objects.filter(
+        study=OuterRef("pk"), reviewer=user, round=OuterRef("reading_round"), kind=Review.Kind.READ
+    )
+    open_states = (Study.Reading.UNREAD, Study.Reading.READING, Study.Reading.DISAGREEMENT)
+    return Q(source__in=settings.REVIEW_BLIND_TO_MODEL_SOURCES, reading_state__in=open_states) & ~Q(Exists(read_by_me))
 
 
 def study_image_for_browser(*, study: Study, size: int | None = None) -> BrowserImage:
@@ -142,7 +159,9 @@ STUDY_FILTER_LOOKUPS = {
 def study_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Study]:
     """The studies a user may see, narrowed by validated filters; a None value means any."""
     lookups = {STUDY_FILTER_LOOKUPS[key]: value for key, value in (filters or {}).items() if value is not None}
-    return study_visible_queryset(user=user).filter(**lookups)
+    studies = study_visible_queryset(user=user).filter(**lookups)
+    hidden = studies_model_hidden(user=user) if "predicted_label" in lookups else None
+    return studies if hidden is None else studies.exclude(hidden)
 
 
 def study_list_ids(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet:
@@ -216,9 +235,28 @@ QUEUE_ORDERS = {
     # The most uncertain prediction first: where a reader helps the model most.
     "uncertainty": ("-predicted_entropy", "predicted_confidence", "uploaded_at", "id"),
     "age": ("uploaded_at", "id"),
-    # Studies where an earlier reader contradicted the model first, then the most uncertain.
-    "disagreement": ("-model_contradicted", "-predicted_entropy", "uploaded_at", "id"),
+    # Model-reader disagreement: for those who may see other reads (adjudicators), the studies where a reader of
+    # this round contradicted the model first; then, for everyone, the answers readers overrule most often at
+    # the study's source (model_overruled_rates); then the most uncertain.
+    "disagreement": ("-model_contradicted", "-model_overruled", "-predicted_entropy", "uploaded_at", "id"),
 }
+
+
+def model_overruled_rates(*, user: AbstractBaseUser) -> dict[tuple[str, str], float]:
+    """Per (source, the model's answer): how often readers overruled that answer, over the studies with a final
+    label that ``user`` may see, add-one smoothed, (overruled + 1) / (n + 2), so that one case is not a certainty;
+    a pair with no history is 0.5."""
+    answer = Prediction.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id").values("label")[:1]
+    rows = (
+        studies_visible(user=user)
+        .filter(reading_state=Study.Reading.FINAL)
+        .annotate(answer=Subquery(answer))
+        .exclude(answer=None)
+        .values("source", "answer")
+        .annotate(n=Count("id"), overruled=Count("id", filter=~Q(label_final=F("answer"))))
+        .order_by()
+    )
+    return {(row["source"], row["answer"]): (row["overruled"] + 1) / (row["n"] + 2) for row in rows}
 
 
 def review_queue_list(
@@ -238,15 +276,13 @@ def review_queue_list(
     read_by_me = Review.objects.filter(
         study=OuterRef("pk"), reviewer=user, round=OuterRef("reading_round"), kind=Review.Kind.READ
     )
-    contradicted = Review.objects.filter(
-        study=OuterRef("pk"), round=OuterRef("reading_round"), kind=Review.Kind.READ
-    ).exclude(label=OuterRef("predicted_label"))
     queryset = (
         study_visible_queryset(user=user)
         .filter(status=Study.Status.PREDICTED, reading_state__in=[Study.Reading.UNREAD, Study.Reading.READING])
         .exclude(Exists(read_by_me))
-        .annotate(model_contradicted=Exists(contradicted))
     )
+    if order == "disagreement":
+        queryset = _annotate_disagreement(queryset, user=user)
     if not user.is_superuser:
         queryset = queryset.filter(site__in=user_site_ids(user, roles=REVIEW_ROLES))
     if not settings.ALLOW_SELF_REVIEW:
@@ -256,6 +292,9 @@ def review_queue_list(
         queryset = queryset.filter(source=source)
     if predicted_label:
         queryset = queryset.filter(predicted_label=predicted_label)
+        hidden = studies_model_hidden(user=user)
+        if hidden is not None:
+            queryset = queryset.exclude(hidden)
     if uploaded_from:
         queryset = queryset.filter(uploaded_at__date__gte=uploaded_from)
     if uploaded_to:
@@ -263,6 +302,36 @@ def review_queue_list(
     if exclude_ids:
         queryset = queryset.exclude(pk__in=exclude_ids)
     return queryset.order_by(*QUEUE_ORDERS[order])
+
+
+def _annotate_disagreement(queryset: QuerySet[Study], *, user: AbstractBaseUser) -> QuerySet[Study]:
+    """The "disagreement" order's keys, telling a reader nothing study_blinding hides: whether another reader
+    of this round contradicted the model only for users who see other reads; the source's overruled rate of
+    the model's answer never for an answer hidden from the user (it would sort a blinded source by answer)."""
+    if user_is_adjudicator(user):
+        contradicted = Review.objects.filter(
+            study=OuterRef("pk"), round=OuterRef("reading_round"), kind=Review.Kind.READ
+        ).exclude(label=OuterRef("predicted_label"))
+        queryset = queryset.annotate(model_contradicted=Exists(contradicted))
+    else:
+        queryset = queryset.annotate(model_contradicted=Value(False))
+    hidden = studies_model_hidden(user=user)
+    rates = [
+        When(source=source, predicted_label=answer, then=Value(rate))
+        for (source, answer), rate in model_overruled_rates(user=user).items()
+    ]
+    if hidden is not None:
+        rates.insert(0, When(hidden, then=Value(0.5)))
+    return queryset.annotate(model_overruled=Case(*rates, default=Value(0.5), output_field=FloatField()))
+
+
+def review_queue_sources(*, user: AbstractBaseUser) -> QuerySet:
+    """The sources (site slugs) whose studies the user reads, which the queue's source filter offers: the sites
+    where they review or lead (superusers: every site), never the names of other hospitals."""
+    sites = (
+        Site.objects.all() if user.is_superuser else Site.objects.filter(pk__in=user_site_ids(user, roles=REVIEW_ROLES))
+    )
+    return sites.order_by("slug").values_list("slug", flat=True)
 
 
 def adjudication_queue_list(*, user: AbstractBaseUser) -> QuerySet[Study]:

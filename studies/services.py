@@ -13,7 +13,7 @@ from typing import IO
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -547,7 +547,9 @@ def study_reject(
 @transaction.atomic
 def study_send_back(*, study: Study, user: AbstractBaseUser, address: str = "") -> Study:
     """Start a new reading round: earlier reads, rejection and final label stop counting (they stay in history).
-    Audited."""
+    Only a reviewer or site lead of the study's site (PermissionDenied otherwise). Audited."""
+    if not user_reviews_site(user, study.site_id):
+        raise PermissionDenied(f"Only reviewers or site leads of {study.site} may send this study back.")
     study = Study.objects.select_for_update().get(pk=study.pk)
     study.reading_round += 1
     study.reading_state = Study.Reading.UNREAD
@@ -564,8 +566,11 @@ def study_send_back(*, study: Study, user: AbstractBaseUser, address: str = "") 
     return study
 
 
-def study_assign(*, study: Study, reviewer_username: str | None) -> Study:
-    """Put a study in one reviewer's queue (or, with None, back in everyone's)."""
+def study_assign(*, study: Study, user: AbstractBaseUser, reviewer_username: str | None) -> Study:
+    """Put a study in one reviewer's queue (or, with None, back in everyone's): an adjudicator who reviews the
+    study's site does (PermissionDenied otherwise)."""
+    if not (user_is_adjudicator(user) and user_reviews_site(user, study.site_id)):
+        raise PermissionDenied(f"Only adjudicators who review studies of {study.site} may assign this study.")
     reviewer = None
     if reviewer_username:
         reviewer = get_user_model().objects.filter(username=reviewer_username).first()

@@ -10,8 +10,9 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from rest_framework.exceptions import ValidationError as DRFValidationError
 
-from studies.apis import AccessEventListApi, ReviewQueueApi, StudyListCreateApi
+from studies.apis import AccessEventListApi, ReviewCreateApi, ReviewQueueApi, StudyListCreateApi
 from studies.audit import request_address
 from studies.models import AccessEvent, Label, RejectReason, Study
 from studies.permissions import IsSiteLead
@@ -20,6 +21,7 @@ from studies.selectors import (
     access_event_list,
     adjudication_queue_list,
     review_queue_list,
+    review_queue_sources,
     study_blinding,
     study_get_for_user,
     study_latest_prediction,
@@ -127,6 +129,17 @@ def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "studies/study_detail.html", context)
 
 
+def _reading_ms(value: str) -> int | None:
+    """The reading time the study page's script puts in the review form, checked as the review API checks it;
+    none (no script, or a value out of range) is no time."""
+    if not value:
+        return None
+    try:
+        return ReviewCreateApi.InputSerializer().fields["reading_ms"].run_validation(value)
+    except DRFValidationError:
+        return None
+
+
 @login_required
 @require_POST
 def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
@@ -138,6 +151,7 @@ def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
             reviewer=request.user,
             label=request.POST.get("label", ""),
             comment=request.POST.get("comment", ""),
+            reading_ms=_reading_ms(request.POST.get("reading_ms", "")),
             address=request_address(request),
         )
     except ValidationError as error:
@@ -186,7 +200,7 @@ def review_queue_view(request: HttpRequest) -> HttpResponse:
         "query": query.urlencode(),
         "labels": Label.choices,
         "orders": [(key, key.capitalize()) for key in QUEUE_ORDERS],
-        "sources": Study.objects.exclude(source="").values_list("source", flat=True).distinct().order_by("source"),
+        "sources": review_queue_sources(user=request.user),
     }
     return render(request, "studies/review_queue.html", context)
 
@@ -277,14 +291,15 @@ def study_assign_view(request: HttpRequest, pk: int) -> HttpResponse:
     return _form_action(
         request,
         pk,
-        lambda study: study_assign(study=study, reviewer_username=username or None),
+        lambda study: study_assign(study=study, user=request.user, reviewer_username=username or None),
         f"Study {pk} assigned to {username}." if username else f"Study {pk} is in every reviewer's queue.",
     )
 
 
 @login_required
 def dashboard_view(request: HttpRequest) -> HttpResponse:
-    """Charts drawn by app.js from GET /api/stats/."""
+    """Charts drawn by app.js from GET /api/stats/ (which, like this page, needs a role)."""
+    role_required(request.user)
     return render(request, "studies/dashboard.html")
 
 

@@ -21,7 +21,8 @@ from inference.preprocessing import load_grayscale
 from inference.services import heatmap_overlay_jpeg
 from studies.models import Study
 from studies.services import review_submit
-from tests.factories import ModelVersionFactory, PatientFactory, PredictionFactory, UserFactory, reviewer
+from studies.sites import membership_set
+from tests.factories import ModelVersionFactory, PatientFactory, PredictionFactory, member, site_named
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DOCS = Path(__file__).resolve().parent.parent
@@ -61,8 +62,10 @@ def _demo_data() -> list[Study]:
     for row in rows:
         data = (django_settings.SAMPLES_DIR / row["path"]).read_bytes()
         gray = load_grayscale(data)
+        site = site_named(row["source"])
         study = Study.objects.create(
-            patient=PatientFactory(),
+            site=site,
+            patient=PatientFactory(site=site),
             image=ContentFile(data, name="upload.jpg"),
             sha256=hashlib.sha256(data).hexdigest(),
             width=gray.shape[1],
@@ -88,10 +91,19 @@ def _demo_data() -> list[Study]:
     return studies
 
 
+def _member_everywhere(role: str, username: str, studies: list[Study]):
+    """A user holding ``role`` (reviewer, lead) at every site of the demo studies."""
+    first, *others = sorted({study.site for study in studies}, key=lambda site: site.slug)
+    user = member(role, username=username, site_name=first.name)
+    for site in others:
+        membership_set(user=user, site=site, role=role)
+    return user
+
+
 def test_screenshots(page, live_server, login, context, settings):
     settings.REVIEW_READS_REQUIRED = 2
     studies = _demo_data()
-    ann, bob, cid = reviewer(username="ann"), reviewer(username="bob"), reviewer(username="cid")
+    ann, bob, cid = (_member_everywhere("reviewer", name, studies) for name in ("ann", "bob", "cid"))
     names = ("covid", "normal", "pneumonia")
     for i, study in enumerate(studies[:8]):
         truth = study.predictions.get().label
@@ -99,12 +111,12 @@ def test_screenshots(page, live_server, login, context, settings):
         review_submit(study=study, reviewer=bob, label=truth if i % 3 else names[(i + 1) % 3], reading_ms=6000)
         if i % 2:
             review_submit(study=study, reviewer=cid, label=truth if i % 5 else names[(i + 2) % 3], reading_ms=5000)
-    judge = UserFactory(username="lead", groups=["reviewer", "adjudicator"])
+    judge = _member_everywhere("lead", "lead", studies)  # site leads adjudicate
     page.set_viewport_size({"width": 1200, "height": 760})
 
     login(cid)
     page.goto(f"{live_server.url}/review/?order=uncertainty")
-    page.wait_for_function("[...document.images].every((img) => img.complete && img.naturalWidth)")
+    page.wait_for_function("() => [...document.images].every((img) => img.complete && img.naturalWidth)")
     _save(page, "queue.png")
 
     page.goto(f"{live_server.url}/review/read/")
@@ -126,7 +138,7 @@ def test_screenshots(page, live_server, login, context, settings):
     page.locator("[data-viewer][data-loaded=true]").wait_for()
     _save(page, "study.png")
 
-    page.set_viewport_size({"width": 1200, "height": 1300})
+    page.set_viewport_size({"width": 1200, "height": 1900})
     page.goto(f"{live_server.url}/dashboard/")
     page.locator("[data-page=dashboard][data-loaded=true]").wait_for()
     _save(page, "dashboard.png")

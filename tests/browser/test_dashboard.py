@@ -23,8 +23,15 @@ def test_dashboard_draws_every_chart_and_the_kappa_table(page: Page, live_server
     page.goto(f"{live_server.url}/dashboard/")
 
     expect(page.locator("[data-page=dashboard]")).to_have_attribute("data-loaded", "true")
-    for name in ("per-day", "backlog", "labels", "readers", "fleiss"):
+    for name in ("per-day", "backlog", "labels", "readers", "readers-by-source", "fleiss"):
         expect(page.locator(f"[data-chart={name}] svg")).to_be_visible()
         expect(page.locator(f"[data-chart={name}] svg rect")).not_to_have_count(0)
     expect(page.locator("[data-chart=models] svg circle")).to_have_count(1)
+    expect(page.locator("[data-chart=over-time] svg circle")).to_have_count(1)  # one week
+    # Each reader over time: the model said covid three times; ann read covid twice, bob once.
+    week_vs_model = page.locator("[data-chart=readers-model-weekly] svg circle title")
+    expect(week_vs_model).to_have_count(2)
+    expect(week_vs_model.first).to_contain_text("ann: 67%")
+    expect(week_vs_model.last).to_contain_text("bob: 33%")
+    expect(page.locator("[data-chart=readers-final-weekly] svg circle title").first).to_contain_text("ann: 100%")
     expect(page.locator("[data-table=pairs] tbody tr")).to_have_text(["ann · bob3" + "0.40"])

@@ -1,4 +1,5 @@
-"""The image viewer on the study page: zoom, pan, window/level by drag and presets, invert, reset, heatmap."""
+"""The image viewer on the study page: zoom, pan, window/level by drag (mouse or touch mode) and presets, invert,
+reset, heatmap."""
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -34,6 +35,14 @@ def test_viewer_zooms_windows_inverts_resets_and_fades_the_heatmap(page: Page, l
     page.mouse.up()
     stage_style = viewer.locator("[data-role=stage]").get_attribute("style")
     assert "translate(50px, 0px) scale(1.25)" in stage_style
+    viewer.get_by_role("button", name="W/L drag").click()  # touch screens: a plain drag sets window/level
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 100, cy)
+    page.mouse.up()
+    expect(readout).to_have_text("125% · W 255 L 153")
+    viewer.get_by_role("button", name="W/L drag").click()
+    expect(viewer.get_by_role("button", name="W/L drag")).to_have_attribute("aria-pressed", "false")
 
     viewer.get_by_role("button", name="Invert").click()
     expect(viewer.get_by_role("button", name="Invert")).to_have_attribute("aria-pressed", "true")

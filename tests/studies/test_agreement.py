@@ -15,7 +15,8 @@ Cohen ann-cid: p_o = 5/6; cid (2,3,1)/6: p_e = (4+6+2)/36 = 1/3; kappa = 0.75.
 Cohen bob-cid: p_o = 4/6; p_e = (2+9+2)/36 = 13/36; kappa = (24-13)/(36-13) = 11/23.
 Fleiss: per-study P_i = 1, 1, 1/3, 1/3, 1, 1 -> P = 7/9; category shares 5/18, 8/18, 5/18 ->
 P_e = 114/324 = 19/54; kappa = (7/9 - 19/54)/(1 - 19/54) = 23/35.
-ann vs final: 6/6, kappa 1. bob vs model: c,n,p,n,n,p vs c,n,p,n,n,c: 5/6 agree.
+ann vs final: 6/6, kappa 1. bob vs model: c,n,p,n,n,p vs c,n,p,n,n,c: 5/6 agree. All six are of one site
+and one week, so the per-source and per-week figures are these too.
 """
 
 import pytest
@@ -83,7 +84,13 @@ def test_stats_api_reports_the_fixture_agreement_per_pair_reader_and_source(sett
     assert per_reader["bob"]["vs_model"]["agreement"] == round(5 / 6, 4)
     assert per_reader["bob"]["vs_model"]["kappa"] == round(cohen_kappa_score(_labels(READS["bob"]), _labels(MODEL)), 4)
     assert agreement["by_source"]["site-a"]["fleiss"]["kappa"] == round(23 / 35, 4)
-    assert agreement["by_week"][0]["fleiss"] == round(23 / 35, 4)
+    (week,) = agreement["by_week"]  # the six studies were uploaded this week
+    assert (week["n"], week["fleiss"]) == (6, round(23 / 35, 4))
+    weekly = {r["reader"]: r for r in week["per_reader"]}
+    assert weekly["ann"]["vs_final"] == {"n": 6, "agreement": 1.0, "kappa": 1.0}
+    assert weekly["bob"]["vs_model"]["agreement"] == round(5 / 6, 4)
+    by_source = {r["reader"]: r for r in agreement["by_source"]["site-a"]["per_reader"]}
+    assert by_source["bob"]["vs_model"] == per_reader["bob"]["vs_model"]
     assert response.json()["labels_by_source"] == {"site-a": {"covid": 2, "normal": 2, "pneumonia": 2}}
 
     api_client.force_authenticate(site_lead(username="elsewhere", site_name="site-b"))  # sees no site-a study

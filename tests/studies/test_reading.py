@@ -4,7 +4,13 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from studies.models import Review, Study
-from studies.selectors import adjudication_queue_list, review_queue_list, study_blinding, study_list
+from studies.selectors import (
+    adjudication_queue_list,
+    model_overruled_rates,
+    review_queue_list,
+    study_blinding,
+    study_list,
+)
 from studies.services import (
     review_adjudicate,
     review_submit,
@@ -120,38 +126,57 @@ def test_sending_back_starts_a_new_round_that_needs_reading_again():
 def test_assigned_studies_are_only_in_their_reviewers_queue():
     ann, bob = reviewer(username="ann"), reviewer(username="bob")
     mine, shared = _study(), _study()
-    study_assign(study=mine, reviewer_username="ann")
+    study_assign(study=mine, user=site_lead(), reviewer_username="ann")
 
     assert set(review_queue_list(user=ann)) == {mine, shared}
     assert list(review_queue_list(user=ann, mine=True)) == [mine]
     assert list(review_queue_list(user=bob)) == [shared]
     with pytest.raises(ValidationError, match="not a reviewer"):
-        study_assign(study=mine, reviewer_username="nobody")
+        study_assign(study=mine, user=site_lead(), reviewer_username="nobody")
 
 
-def test_queue_orders_by_uncertainty_age_or_model_disagreement(settings):
-    settings.REVIEW_READS_REQUIRED = 2
-    sure = PredictionFactory(probabilities={"covid": 0.98, "normal": 0.01, "pneumonia": 0.01}, label="covid").study
-    unsure = PredictionFactory(probabilities={"covid": 0.4, "normal": 0.3, "pneumonia": 0.3}, label="covid").study
-    from studies.services import prediction_record
+def _predicted(label: str, probabilities: dict[str, float], entropy: float) -> Study:
+    return PredictionFactory(label=label, probabilities=probabilities, entropy=entropy).study
 
-    for study in (sure, unsure):  # entropy is computed when a prediction is recorded
-        prediction = study.predictions.get()
-        prediction.delete()
-        prediction_record(
-            study=study,
-            model_version_id=prediction.model_version_id,
-            probabilities=prediction.probabilities,
-            inference_ms=1.0,
-        )
-    review_submit(study=sure, reviewer=reviewer(), label="normal")  # a reader contradicted the model
+
+SURE_COVID = ("covid", {"covid": 0.98, "normal": 0.01, "pneumonia": 0.01}, 0.11)
+UNSURE_NORMAL = ("normal", {"covid": 0.3, "normal": 0.4, "pneumonia": 0.3}, 1.09)
+
+
+def test_queue_orders_by_uncertainty_age_or_the_answers_readers_overrule_most():
+    """Readers overruled 3 of the site's 3 covid answers ((3+1)/(3+2) = 0.8) and none of its 3 normal answers
+    (1/5 = 0.2): the confident covid answer comes first by disagreement, last by uncertainty."""
+    past = reviewer()
+    for label, read in (("covid", "normal"), ("normal", "normal")):
+        for _ in range(3):
+            review_submit(study=PredictionFactory(label=label).study, reviewer=past, label=read)
+    sure, unsure = _predicted(*SURE_COVID), _predicted(*UNSURE_NORMAL)
     me = reviewer()
 
+    assert model_overruled_rates(user=me) == {("test-site", "covid"): 0.8, ("test-site", "normal"): 0.2}
     assert list(review_queue_list(user=me, order="uncertainty")) == [unsure, sure]
     assert list(review_queue_list(user=me, order="age")) == [sure, unsure]
     assert list(review_queue_list(user=me, order="disagreement")) == [sure, unsure]
     assert list(review_queue_list(user=me, source="elsewhere")) == []
-    assert list(review_queue_list(user=me, predicted_label="normal")) == []
+    assert list(review_queue_list(user=me, predicted_label="normal")) == [unsure]
+
+
+def test_disagreement_order_tells_a_reader_nothing_blinding_hides(settings):
+    """Another reader contradicting the model moves a study up only for an adjudicator, who sees the reads; on a
+    blinded source the answers' overruled rates do not sort the studies (that would sort them by answer)."""
+    settings.REVIEW_READS_REQUIRED = 2
+    sure, unsure = _predicted(*SURE_COVID), _predicted(*UNSURE_NORMAL)
+    review_submit(study=sure, reviewer=reviewer(), label="normal")  # a reader contradicted the model
+    judge = reviewer(groups=["adjudicator"])
+
+    assert list(review_queue_list(user=reviewer(), order="disagreement")) == [unsure, sure]
+    assert list(review_queue_list(user=judge, order="disagreement")) == [sure, unsure]
+
+    settings.REVIEW_READS_REQUIRED = 1
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["test-site"]
+    for _ in range(3):  # readers always overrule covid here
+        review_submit(study=PredictionFactory(label="covid").study, reviewer=judge, label="normal")
+    assert list(review_queue_list(user=reviewer(), order="disagreement")) == [unsure, sure]
 
 
 def test_a_reader_is_blind_to_others_until_they_have_read(settings):

@@ -4,7 +4,8 @@ import pytest
 
 from studies.models import Review, Study
 from studies.services import review_submit
-from tests.factories import PredictionFactory, reviewer, site_lead, uploader
+from studies.sites import membership_set
+from tests.factories import PredictionFactory, reviewer, site_lead, site_named, uploader
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +74,25 @@ def test_send_back_reopens_a_final_study(api_client):
     assert (response.json()["reading_state"], response.json()["final_label"]) == ("unread", None)
 
 
+def test_send_back_and_assign_need_a_review_role_at_the_studys_own_site(api_client):
+    """A reviewer and adjudicator at site A who only uploads at site B sees their own upload there, and may
+    neither send it back nor assign it (reading and assigning B's studies is for B's reviewers)."""
+    elsewhere = site_lead(username="lead-a", site_name="site-a")
+    membership_set(user=elsewhere, site=site_named("site-b"), role="uploader")
+    study = PredictionFactory(study__source="site-b", study__uploaded_by=elsewhere).study
+    review_submit(study=study, reviewer=reviewer(site_name="site-b"), label="covid")
+    reviewer(username="bea", site_name="site-b")
+    api_client.force_authenticate(elsewhere)
+
+    sent_back = api_client.post(f"/api/studies/{study.pk}/send-back/")
+    assigned = api_client.post(f"/api/studies/{study.pk}/assign/", {"reviewer": "bea"}, format="json")
+
+    assert sent_back.status_code == 403 and "site-b" in sent_back.json()["detail"]
+    assert assigned.status_code == 403 and "site-b" in assigned.json()["detail"]
+    study.refresh_from_db()
+    assert (study.reading_round, study.reading_state, study.assigned_to) == (1, "final", None)
+
+
 def test_adjudication_endpoint_sets_the_final_label_of_a_disagreement(api_client, settings):
     settings.REVIEW_READS_REQUIRED = 2
     study = PredictionFactory().study
@@ -118,3 +138,23 @@ def test_a_reader_sees_neither_other_reads_nor_on_a_blinded_source_the_model(api
     assert len(after["reviews"]) == 2 and after["prediction"]["label"] == "covid"
     assert after["final_label"] == "covid" and after["label_rule"] == "unanimous"
     assert Review.objects.filter(study=study).count() == 2
+
+
+def test_a_predicted_label_filter_does_not_reveal_the_model_to_a_blinded_reader(api_client, settings):
+    settings.REVIEW_BLIND_TO_MODEL_SOURCES = ["blind"]
+    settings.REVIEW_READS_REQUIRED = 2
+    study = PredictionFactory(study__source="blind", label="covid").study
+    api_client.force_authenticate(reviewer(site_name="blind"))
+    found = {
+        path: [s["id"] for s in api_client.get(path, {"predicted_label": "covid"}).json()["results"]]
+        for path in ("/api/studies/", "/api/review-queue/")
+    }
+    assert found == {"/api/studies/": [], "/api/review-queue/": []}
+
+    api_client.post(f"/api/studies/{study.pk}/reviews/", {"label": "normal"})  # read: the answer may show now
+    listed = api_client.get("/api/studies/", {"predicted_label": "covid"}).json()["results"]
+    assert [s["id"] for s in listed] == [study.pk]
+    api_client.force_authenticate(site_lead(site_name="blind"))  # leads adjudicate: never blinded
+    assert [s["id"] for s in api_client.get("/api/review-queue/", {"predicted_label": "covid"}).json()["results"]] == [
+        study.pk
+    ]

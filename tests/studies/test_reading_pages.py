@@ -3,9 +3,9 @@
 import pytest
 from django.urls import reverse
 
-from studies.models import Study
+from studies.models import Review, Study
 from studies.services import review_submit
-from tests.factories import PredictionFactory, reviewer, site_lead, uploader
+from tests.factories import PredictionFactory, UserFactory, reviewer, site_lead, uploader
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +21,17 @@ def test_queue_page_filters_by_source_and_rejects_a_bad_filter_with_a_message(cl
 
     assert [s.pk for s in response.context["page"].object_list] == [kept.pk]
     assert "order:" in bad.content.decode()
+
+
+def test_queue_page_offers_only_the_sources_the_reader_reviews(client):
+    PredictionFactory(study__source="site-c")  # another hospital's study: its name is not for this reader
+    reviewer(username="reader", site_name="site-a")
+    client.force_login(reviewer(username="reader", site_name="site-b"))
+
+    response = client.get(reverse("studies:queue"))
+
+    assert list(response.context["sources"]) == ["site-a", "site-b"]
+    assert "site-c" not in response.content.decode()
 
 
 def test_reading_and_adjudication_pages_need_their_roles(client):
@@ -66,9 +77,11 @@ def test_a_reader_does_not_see_earlier_reads_on_the_study_page_until_they_read(c
     assert "read by ann" not in html
 
 
-def test_dashboard_page_renders_for_any_user(client):
+def test_dashboard_page_renders_for_any_role_and_refuses_a_bare_login(client):
     client.force_login(uploader())
     assert client.get(reverse("studies:dashboard")).status_code == 200
+    client.force_login(UserFactory())
+    assert client.get(reverse("studies:dashboard")).status_code == 403
 
 
 def test_a_blinded_reader_reads_from_the_study_page_without_seeing_the_model(client, settings):
@@ -107,3 +120,14 @@ def test_study_list_page_hides_the_model_on_blinded_sources_until_read(client, s
     assert f"#{blinded.pk}</a>" in html
     assert '<span class="muted">blinded</span>' in html and "Other pneumonia</span>" not in html
     assert "COVID-19</span>" in html  # an unblinded source still shows the model's answer
+
+
+def test_review_form_keeps_the_reading_time_the_page_measured(client):
+    timed, untimed = PredictionFactory().study, PredictionFactory().study
+    client.force_login(reviewer())
+
+    client.post(reverse("studies:review", args=[timed.pk]), {"label": "covid", "reading_ms": "2500"})
+    client.post(reverse("studies:review", args=[untimed.pk]), {"label": "covid", "reading_ms": "-3"})
+
+    assert Review.objects.get(study=timed).reading_ms == 2500
+    assert Review.objects.get(study=untimed).reading_ms is None

@@ -167,6 +167,7 @@ function initViewer(root) {
   const heatToggle = root.querySelector("[data-role=heat-toggle]");
   const opacity = root.querySelector("[data-role=opacity]");
   const invertButton = root.querySelector("[data-act=invert]");
+  const wlButton = root.querySelector("[data-act=wl-mode]"); // on a touch screen, drags set window/level
   const id = `xv-wl-${++viewerCount}`;
   const applyWl = wlFilter(id);
   image.style.filter = `url(#${id})`;
@@ -246,7 +247,8 @@ function initViewer(root) {
     image.src = `${url}?size=768`;
   }
 
-  /* Pointer: drag pans; right button or Shift drags window (x) and level (y); two fingers pinch-zoom. */
+  /* Pointer: drag pans; right button, Shift or the W/L drag mode drags window (x) and level (y); two fingers
+     pinch-zoom. */
   let drag = null;
   const pointers = new Map();
   let pinch = null;
@@ -259,7 +261,8 @@ function initViewer(root) {
     pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
     box.setPointerCapture(event.pointerId);
     if (pointers.size === 2) { drag = null; pinch = { distance: spread(), zoom: state.zoom }; return; }
-    drag = { x: event.clientX, y: event.clientY, wl: event.button === 2 || event.shiftKey, start: { ...state } };
+    const wl = event.button === 2 || event.shiftKey || wlButton.getAttribute("aria-pressed") === "true";
+    drag = { x: event.clientX, y: event.clientY, wl, start: { ...state } };
   });
   box.addEventListener("pointermove", (event) => {
     if (pointers.has(event.pointerId)) pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
@@ -293,6 +296,9 @@ function initViewer(root) {
   root.querySelector("[data-act=zoom-out]").addEventListener("click", () => zoomBy(1 / 1.25));
   root.querySelector("[data-act=reset]").addEventListener("click", reset);
   invertButton.addEventListener("click", invert);
+  wlButton.addEventListener("click", () => {
+    wlButton.setAttribute("aria-pressed", String(wlButton.getAttribute("aria-pressed") !== "true"));
+  });
   preset.addEventListener("change", () => setPreset(preset.value));
   heatToggle.addEventListener("change", () => showHeatmap(heatToggle.checked));
   opacity.addEventListener("input", () => { heat.style.opacity = String(opacity.value / 100); });
@@ -313,6 +319,14 @@ function initStudy(root) {
   const labels = JSON.parse(document.getElementById("label-names").textContent);
   const badge = root.querySelector("[data-role=status]");
   const viewer = root.querySelector("[data-viewer]").viewer;
+  const reviewForm = root.querySelector("[data-role=review-form]");
+  let shownAt = performance.now(); // reading time: from the study (or its prediction, when it arrives) shown
+
+  if (reviewForm) {
+    reviewForm.addEventListener("submit", () => {
+      reviewForm.elements.reading_ms.value = String(Math.round(performance.now() - shownAt));
+    });
+  }
 
   function render(study) {
     badge.textContent = study.status.charAt(0).toUpperCase() + study.status.slice(1);
@@ -338,6 +352,7 @@ function initStudy(root) {
     }
     const review = root.querySelector("[data-role=review]");
     if (review) {
+      if (review.hidden) shownAt = performance.now();
       review.hidden = false;
       const confirm = review.querySelector("[data-role=confirm]");
       confirm.value = prediction.label;
@@ -554,10 +569,16 @@ function svgEl(name, attrs = {}, text = null) {
   return el;
 }
 
-function chartFrame(container, series, { max, format }) {
+const CHAR_WIDTH = 6.2; // of an 11px label, in the charts' 520-wide viewBox
+
+function chartFrame(container, series, { max, format, labels }) {
   const width = 520;
-  const height = 220;
   const pad = { left: 40, right: 24, top: 10, bottom: 46 };
+  // Labels wider than their slot, or many, are tilted, with room below for the longest one.
+  const longest = Math.max(0, ...labels.map((label) => label.length)) * CHAR_WIDTH;
+  const tilted = labels.length > 6 || longest > (width - pad.left - pad.right) / labels.length;
+  if (tilted) pad.bottom = Math.max(pad.bottom, Math.round(22 + longest / 2));
+  const height = 174 + pad.bottom;
   const svg = svgEl("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
   const plot = { x: pad.left, y: pad.top, w: width - pad.left - pad.right, h: height - pad.top - pad.bottom };
   for (let i = 0; i <= 4; i += 1) {
@@ -577,12 +598,11 @@ function chartFrame(container, series, { max, format }) {
     legend.append(item);
   }
   if (series.length > 1) container.append(legend);
-  return { svg, plot };
+  return { svg, plot, tilted };
 }
 
-function xLabel(svg, plot, x, text, count, anchor = "middle") {
+function xLabel(svg, plot, x, text, tilted, anchor = "middle") {
   const y = plot.y + plot.h + 14;
-  const tilted = count > 6;
   svg.append(svgEl("text", { x, y, "text-anchor": tilted ? "end" : anchor,
     transform: tilted ? `rotate(-30 ${x} ${y})` : "" }, text));
 }
@@ -601,7 +621,7 @@ function barChart(container, { labels, series, stacked = false, max = null, form
   const totals = labels.map((_, i) => (stacked ? series.reduce((sum, s) => sum + (s.values[i] || 0), 0)
     : Math.max(...series.map((s) => s.values[i] || 0))));
   const top = max ?? 4 * Math.ceil(Math.max(1, ...totals) / 4); // whole numbers on the 4 gridlines
-  const { svg, plot } = chartFrame(container, series, { max: top, format });
+  const { svg, plot, tilted } = chartFrame(container, series, { max: top, format, labels });
   const slot = plot.w / labels.length;
   const barW = Math.min(48, (slot * 0.75) / (stacked ? 1 : series.length));
   labels.forEach((label, i) => {
@@ -617,19 +637,20 @@ function barChart(container, { labels, series, stacked = false, max = null, form
       svg.append(rect);
       if (stacked) base += Math.max(0, value);
     });
-    xLabel(svg, plot, plot.x + slot * i + slot / 2, label, labels.length);
+    xLabel(svg, plot, plot.x + slot * i + slot / 2, label, tilted);
   });
 }
 
 /* Lines: labels along x, one line per series; null values leave gaps. */
 function lineChart(container, { labels, series, max = 1, min = 0, format = (v) => v.toFixed(2) }) {
   if (!labels.length) return emptyChart(container, "No data yet.");
-  const { svg, plot } = chartFrame(container, series, { max, format: (v) => format(min + (v / max) * (max - min)) });
+  const frame = { max, format: (v) => format(min + (v / max) * (max - min)), labels };
+  const { svg, plot, tilted } = chartFrame(container, series, frame);
   const step = labels.length > 1 ? plot.w / (labels.length - 1) : 0;
   const xAt = (i) => plot.x + (labels.length > 1 ? step * i : plot.w / 2);
   const yAt = (v) => plot.y + plot.h - (plot.h * (v - min)) / (max - min);
   const anchor = (i) => (labels.length === 1 ? "middle" : i === 0 ? "start" : i === labels.length - 1 ? "end" : "middle");
-  labels.forEach((label, i) => xLabel(svg, plot, xAt(i), label, labels.length, anchor(i)));
+  labels.forEach((label, i) => xLabel(svg, plot, xAt(i), label, tilted, anchor(i)));
   for (const s of series) {
     let path = "";
     s.values.forEach((v, i) => {
@@ -692,6 +713,17 @@ function initDashboard(root) {
         { name: "κ vs model", color: PALETTE[1], values: agreement.per_reader.map((r) => r.vs_model.kappa) },
       ],
     });
+    const sourceReaders = Object.keys(agreement.by_source).sort()
+      .flatMap((source) => agreement.by_source[source].per_reader.map((r) => ({ source, ...r })));
+    barChart(chart("readers-by-source"), {
+      labels: sourceReaders.map((r) => `${r.source} · ${r.reader}`),
+      max: 1,
+      format: (v) => v.toFixed(2),
+      series: [
+        { name: "κ vs final label", color: PALETTE[0], values: sourceReaders.map((r) => r.vs_final.kappa) },
+        { name: "κ vs model", color: PALETTE[1], values: sourceReaders.map((r) => r.vs_model.kappa) },
+      ],
+    });
     const fleissSources = Object.keys(agreement.by_source).filter((s) => agreement.by_source[s].fleiss.n);
     barChart(chart("fleiss"), {
       labels: fleissSources,
@@ -699,12 +731,26 @@ function initDashboard(root) {
       format: (v) => v.toFixed(2),
       series: [{ name: "Fleiss' κ", color: PALETTE[2], values: fleissSources.map((s) => agreement.by_source[s].fleiss.kappa) }],
     });
+    const multiWeeks = agreement.by_week.filter((w) => w.n);
     lineChart(chart("over-time"), {
-      labels: agreement.by_week.map((w) => w.week),
+      labels: multiWeeks.map((w) => w.week),
       min: -1,
       max: 1,
-      series: [{ name: "Fleiss' κ", color: PALETTE[2], values: agreement.by_week.map((w) => w.fleiss) }],
+      series: [{ name: "Fleiss' κ", color: PALETTE[2], values: multiWeeks.map((w) => w.fleiss) }],
     });
+    for (const [name, key] of [["readers-final-weekly", "vs_final"], ["readers-model-weekly", "vs_model"]]) {
+      lineChart(chart(name), {
+        labels: agreement.by_week.map((w) => w.week),
+        format: (v) => `${Math.round(100 * v)}%`,
+        series: agreement.readers.map((reader, k) => ({
+          name: reader, color: PALETTE[k % PALETTE.length],
+          values: agreement.by_week.map((w) => {
+            const entry = w.per_reader.find((r) => r.reader === reader);
+            return entry ? entry[key].agreement : null;
+          }),
+        })),
+      });
+    }
     root.dataset.loaded = "true";
     const table = root.querySelector("[data-table=pairs]");
     if (!agreement.pairs.length) { emptyChart(table, "No study has two readers yet."); return; }
