@@ -55,9 +55,26 @@ from studies.sites import site_for_upload, site_open_for_upload, site_slug_for_u
 _ID_MARK = 987654321987654321
 
 
+class RowSerializer(serializers.Serializer):
+    """An output serializer of plain rows (dicts) whose fields each read one key, their ``source``
+    ("*": the row, for method fields), and format it with their own to_representation; None stays None.
+    DRF's general to_representation (attribute lookups through Mapping checks and a generator of the
+    readable fields for every row) was half of serializing a page of study cards."""
+
+    def to_representation(self, row: dict) -> dict:
+        plan = self.__dict__.get("_plan")
+        if plan is None:
+            plan = self.__dict__["_plan"] = [(field.field_name, field.source, field) for field in self._readable_fields]
+        data = {}
+        for name, source, field in plan:
+            value = row if source == "*" else row[source]
+            data[name] = None if value is None else field.to_representation(value)
+        return data
+
+
 # The output serializers read the plain rows of studies.selectors.study_cards (review_card for a review
 # just written): the blinding rules are applied there, so every field reads one key.
-class PredictionOutputSerializer(serializers.Serializer):
+class PredictionOutputSerializer(RowSerializer):
     label = serializers.CharField()
     probabilities = serializers.DictField(child=serializers.FloatField())
     confidence = serializers.FloatField()
@@ -66,7 +83,7 @@ class PredictionOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class ReviewOutputSerializer(serializers.Serializer):
+class ReviewOutputSerializer(RowSerializer):
     id = serializers.IntegerField()
     reviewer = serializers.CharField(source="reviewer__username")
     label = serializers.CharField()
@@ -77,7 +94,7 @@ class ReviewOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class StudyOutputSerializer(serializers.Serializer):
+class StudyOutputSerializer(RowSerializer):
     id = serializers.IntegerField()
     status = serializers.CharField()
     error = serializers.CharField()
