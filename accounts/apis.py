@@ -3,7 +3,6 @@
 from django.contrib.auth import authenticate
 from django.contrib.auth.signals import user_logged_in
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from knox.models import AuthToken
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
@@ -13,6 +12,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from accounts.lockout import LockoutSerializer
+from accounts.services import api_token_create
 
 
 class AuthTokenCreateApi(APIView):
@@ -58,5 +58,5 @@ class AuthTokenCreateApi(APIView):
         # What django.contrib.auth.login sends (knox's own login view does too): the audit trail records the
         # login, django-axes resets the failures, last_login is set.
         user_logged_in.send(sender=type(user), request=request._request, user=user)
-        instance, token = AuthToken.objects.create(user=user)
+        instance, token = api_token_create(user=user)
         return Response(self.OutputSerializer({"token": token, "expiry": instance.expiry}).data)

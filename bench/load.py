@@ -1,18 +1,24 @@
 """The API under load: list and review-queue endpoints with 10,000 studies in PostgreSQL.
 
     .venv/bin/python bench/load.py [--studies 10000] [--clients 20] [--seconds 20] [--web-concurrency N]
+                                   [--threads N] [--profile]
 
 Starts the production web role (entrypoint.sh web: gunicorn, config.settings.production) on a
-PostgreSQL database of its own, seeds N studies (80% predicted, 30% reviewed, one stored image),
-then C client threads (a plain threaded client, keep-alive off like most API clients behind a proxy)
+PostgreSQL database of its own, seeds N studies (80% predicted, 30% reviewed, one stored image) and
+analyzes them (as autovacuum does on a live database; a fresh seed's plans are guesses), then C
+client threads (a plain threaded client, keep-alive off like most API clients behind a proxy)
 request for S seconds, alternating:
   list    GET /api/studies/                                 (page 1, 25 studies)
   queue   GET /api/studies/?status=predicted&reviewed=false (the review queue through the API)
   deep    GET /api/studies/?page=200                         (a page far from the start)
-Prints requests/s and p50/p95/p99 latency per endpoint, and the response time of one request alone.
+Prints requests/s and p50/p95/p99 latency per endpoint, the response time of one request alone, the
+work of one request in one process (CPU, queries and their time in the database; --profile: where
+the time goes), and the CPU each side used per request under load: gunicorn, PostgreSQL, the client,
+and whatever else ran on the machine meanwhile (other people's jobs share these cores).
 """
 
 import argparse
+import os
 import statistics
 import sys
 import threading
@@ -71,8 +77,109 @@ for i, s in enumerate(studies):
 Prediction.objects.bulk_create(predictions, batch_size=2000)
 Review.objects.bulk_create(reviews, batch_size=2000)
 Study.objects.bulk_update([r.study for r in reviews], ["reading_state", "label_final", "label_rule"], batch_size=2000)
+from django.db import connection
+with connection.cursor() as cursor:
+    cursor.execute("VACUUM ANALYZE")
 print(Study.objects.count())
 """
+
+# One request of each endpoint in one process (manage.py shell, the production settings): CPU per
+# request, the queries and the time spent in the database driver; with --profile, cProfile's top.
+IN_PROCESS = """
+import cProfile, pstats, time
+from django.db import connection
+from django.test import Client
+endpoints, profile = {endpoints!r}, {profile!r}
+client = Client(HTTP_AUTHORIZATION="Token {token}", HTTP_HOST="127.0.0.1")
+queries = []
+def timed(execute, sql, params, many, context):
+    started = time.perf_counter()
+    try:
+        return execute(sql, params, many, context)
+    finally:
+        queries.append(time.perf_counter() - started)
+for name, path in endpoints.items():
+    for _ in range(5):
+        assert client.get(path).status_code == 200
+    runs = 50
+    queries.clear()
+    cpu, wall = time.process_time(), time.perf_counter()
+    with connection.execute_wrapper(timed):
+        for _ in range(runs):
+            client.get(path)
+    cpu, wall = (time.process_time() - cpu) / runs * 1000, (time.perf_counter() - wall) / runs * 1000
+    print(f"  {{name:<6}} {{wall:5.1f}} ms ({{cpu:4.1f}} ms CPU), {{len(queries) / runs:.0f}} queries, "
+          f"{{sum(queries) / runs * 1000:4.1f}} ms of it in the database")
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(lambda: [client.get(path) for _ in range(runs)])
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+"""
+
+
+class CpuSampler:
+    """CPU seconds used meanwhile by gunicorn (master and workers, replaced ones included), the
+    PostgreSQL backends of the bench's database, this process (the clients) and everything else on
+    the machine, sampled from /proc twice a second (a process that ends between samples loses its
+    last half second)."""
+
+    def __init__(self, *, master_pid: int, database: str) -> None:
+        self.master_pid, self.database = master_pid, database
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.first: dict[tuple[str, int], float] = {}
+        self.last: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat") as file:
+                    fields = file.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry.name}/cmdline", "rb") as file:
+                    cmdline = file.read().replace(b"\0", b" ")
+            except OSError:
+                continue
+            pid, ppid = int(entry.name), int(fields[1])
+            if pid == self.master_pid or ppid == self.master_pid:
+                side = "gunicorn"
+            elif cmdline.startswith(b"postgres: ") and f" {self.database} ".encode() in cmdline:
+                side = "postgres"
+            else:
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / self.tick
+            self.first.setdefault((side, pid), 0.0 if self._thread.is_alive() else seconds)
+            self.last[(side, pid)] = seconds
+
+    def _busy(self) -> float:
+        with open("/proc/stat") as file:
+            values = [int(v) for v in file.readline().split()[1:]]
+        return (sum(values) - values[3] - values[4]) / self.tick  # all but idle and iowait
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    def start(self) -> None:
+        self._sample()
+        self.busy, self.client = self._busy(), time.process_time()
+        self.wall, self.load = time.perf_counter(), os.getloadavg()[0]
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of CPU per side, plus the run's wall time and the load average when it began."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        used = {"gunicorn": 0.0, "postgres": 0.0}
+        for key, seconds in self.last.items():
+            used[key[0]] += seconds - self.first[key]
+        used["client"] = time.process_time() - self.client
+        used["other"] = max(0.0, self._busy() - self.busy - sum(used.values()))
+        used["wall"], used["load"] = time.perf_counter() - self.wall, self.load
+        return used
 
 
 def run_clients(platform: Platform, *, clients: int, seconds: float) -> dict[str, list[float]]:
@@ -115,6 +222,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--web-concurrency", type=int, default=0, help="gunicorn workers (0: the default)")
     parser.add_argument("--threads", type=int, default=0, help="gunicorn threads per worker (0: the default)")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top of one request in one process")
     args = parser.parse_args()
 
     extra = {"GUNICORN_LOG_LEVEL": "warning", "GUNICORN_ACCESS_LOG": "false"}
@@ -127,6 +235,9 @@ def main() -> int:
         platform.prepare()
         seeded = platform.manage("shell", "-c", SEED.format(n=args.studies, image=str(cxr_images(1)[0])))
         print(f"seeded: {seeded.stdout.split()[-1]} studies in PostgreSQL")
+        script = IN_PROCESS.format(endpoints=ENDPOINTS, profile=args.profile, token=platform.token)
+        print("one request in one process (production settings, PostgreSQL):")
+        print(platform.manage("shell", "--no-imports", "-c", script).stdout.rstrip())
         platform.start(roles=("web",), require_workers=False)
         alone = {}
         for name, path in ENDPOINTS.items():
@@ -136,7 +247,10 @@ def main() -> int:
                 platform.request("GET", path)
                 samples.append(time.perf_counter() - t0)
             alone[name] = statistics.median(samples[2:]) * 1000
+        sampler = CpuSampler(master_pid=platform.processes["web"].pid, database=platform.database)
+        sampler.start()
         timings = run_clients(platform, clients=args.clients, seconds=args.seconds)
+        cpu = sampler.stop()
     finally:
         platform.stop()
         platform.cleanup()
@@ -147,6 +261,12 @@ def main() -> int:
             f"  {name:<6} {len(values) / args.seconds:6.1f} req/s  p50 {_pct(values, 0.5):6.0f} ms  "
             f"p95 {_pct(values, 0.95):6.0f} ms  p99 {_pct(values, 0.99):6.0f} ms  alone {alone[name]:5.0f} ms"
         )
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"CPU per request: gunicorn {cpu['gunicorn'] / total * 1000:.1f} ms, PostgreSQL "
+        f"{cpu['postgres'] / total * 1000:.1f} ms, client {cpu['client'] / total * 1000:.1f} ms; other processes used "
+        f"{cpu['other'] / cpu['wall']:.2f} of {cores} cores meanwhile (load average {cpu['load']:.2f} at the start)"
+    )
     return 0
 
 

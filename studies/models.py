@@ -155,8 +155,12 @@ class Study(models.Model):
     class Meta:
         ordering = ["-uploaded_at", "-id"]
         verbose_name_plural = "studies"
-        # The lists' order: a page far from the start is read from the index, not sorted.
-        indexes = [models.Index(fields=["-uploaded_at", "-id"], name="study_newest_first")]
+        indexes = [
+            # The lists' order: a page far from the start is read from the index, not sorted.
+            models.Index(fields=["-uploaded_at", "-id"], name="study_newest_first"),
+            # The count of a site's review queue (?status=predicted&reviewed=false) from the index alone.
+            models.Index(fields=["site", "status", "reading_state"], name="study_site_status_state"),
+        ]
 
     def __str__(self) -> str:
         return f"Study {self.pk}"

@@ -28,30 +28,37 @@ DEFAULT_SITE = "default"
 ADJUDICATOR_GROUP = "adjudicator"
 
 
-def user_site_ids(user: AbstractBaseUser, *, roles: tuple[str, ...] = UPLOAD_ROLES) -> QuerySet:
-    """Ids of the sites where the user holds one of ``roles`` (a subquery, not a list)."""
-    return SiteMembership.objects.filter(user_id=user.pk, role__in=roles).values("site_id")
+def user_site_ids(user: AbstractBaseUser, *, roles: tuple[str, ...] = UPLOAD_ROLES) -> list[int]:
+    """Ids of the sites where the user holds one of ``roles``."""
+    return [site_id for site_id, role in _memberships(user)[0] if role in roles]
 
 
 def _roles(user: AbstractBaseUser) -> frozenset[str]:
-    """The roles a user holds at any site (plus "adjudicator" for the group), read in one query once
-    per user object (one request): serializers and permissions ask for every row."""
-    if "_site_roles" not in user.__dict__:
-        in_group = user.groups.through.objects.filter(user_id=OuterRef("user_id"), group__name="adjudicator")
-        rows = (
-            SiteMembership.objects.filter(user_id=user.pk)
-            .annotate(adjudicator=Exists(in_group))
-            .order_by()
-            .values_list("role", "adjudicator")
-            .distinct()
-        )
-        roles = set()
-        for role, adjudicator in rows:
+    """The roles a user holds at any site (plus "adjudicator" for the group)."""
+    return _memberships(user)[1]
+
+
+def _memberships(user: AbstractBaseUser) -> tuple[tuple[tuple[int, str], ...], frozenset[str]]:
+    """((site id, role) of each membership, the roles held anywhere plus "adjudicator" for the group), read
+    in one query once per user object (one request): permissions, the access rules and the serializers
+    all ask, for every row. The site ids go into the lists' queries as values (a subquery there kept
+    PostgreSQL from reading a page from the lists' index). memberships_changed() forgets them."""
+    if "_site_memberships" not in user.__dict__:
+        in_group = user.groups.through.objects.filter(user_id=OuterRef("user_id"), group__name=ADJUDICATOR_GROUP)
+        rows = SiteMembership.objects.filter(user_id=user.pk).annotate(adjudicator=Exists(in_group)).order_by()
+        memberships, roles = [], set()
+        for site_id, role, adjudicator in rows.values_list("site_id", "role", "adjudicator"):
+            memberships.append((site_id, role))
             roles.add(role)
             if adjudicator:
                 roles.add(ADJUDICATOR_GROUP)
-        user.__dict__["_site_roles"] = frozenset(roles)
-    return user.__dict__["_site_roles"]
+        user.__dict__["_site_memberships"] = (tuple(memberships), frozenset(roles))
+    return user.__dict__["_site_memberships"]
+
+
+def memberships_changed(user: AbstractBaseUser) -> None:
+    """The user's memberships changed in this request: the next check reads them again."""
+    user.__dict__.pop("_site_memberships", None)
 
 
 def user_is_reviewer(user: AbstractBaseUser) -> bool:
@@ -99,7 +106,7 @@ def user_is_site_lead(user: AbstractBaseUser) -> bool:
 
 
 def _holds_role_at(user: AbstractBaseUser, site_id: int, roles: tuple[str, ...]) -> bool:
-    return user.is_superuser or user_site_ids(user, roles=roles).filter(site_id=site_id).exists()
+    return user.is_superuser or site_id in user_site_ids(user, roles=roles)
 
 
 def user_reviews_site(user: AbstractBaseUser, site_id: int) -> bool:
@@ -185,6 +192,7 @@ def site_open_for_upload(*, user: AbstractBaseUser, name: str) -> Site:
     site = site_get_or_create(name=name)
     for member_id, role in team.items():
         SiteMembership.objects.get_or_create(user_id=member_id, site=site, defaults={"role": role})
+    memberships_changed(user)
     return site
 
 
@@ -204,4 +212,5 @@ def site_get_or_create(*, name: str = "") -> Site:
 def membership_set(*, user: AbstractBaseUser, site: Site, role: str) -> SiteMembership:
     """Give ``user`` the role ``role`` at ``site`` (replacing the role held there)."""
     membership, _ = SiteMembership.objects.update_or_create(user=user, site=site, defaults={"role": role})
+    memberships_changed(user)
     return membership

@@ -152,7 +152,8 @@ IMAGE_PREVIEW_MAX_SIDE = env.int("IMAGE_PREVIEW_MAX_SIDE", default=1600)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "knox.auth.TokenAuthentication",  # expiring tokens, header "Authorization: Token <token>"
+        # knox's expiring tokens, header "Authorization: Token <token>" (accounts/authentication.py: one query)
+        "accounts.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_THROTTLE_RATES": {"login": env("LOGIN_THROTTLE_RATE", default="20/minute")},

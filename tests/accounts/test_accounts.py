@@ -41,6 +41,18 @@ def test_an_expired_token_is_refused_with_401(api_client):
     assert api_client.get("/api/studies/").status_code == 401
 
 
+def test_a_users_expired_tokens_are_deleted_at_their_next_login(api_client):
+    user = reviewer()
+    _token(api_client, user.username)
+    AuthToken.objects.filter(user=user).update(expiry=timezone.now() - timedelta(seconds=1))
+
+    token = _token(api_client, user.username).json()["token"]
+
+    assert AuthToken.objects.filter(user=user).count() == 1
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert api_client.get("/api/studies/").status_code == 200
+
+
 def test_a_password_change_ends_every_api_token_of_the_user(api_client):
     user = reviewer()
     tokens = [_token(api_client, user.username).json()["token"] for _ in range(2)]
