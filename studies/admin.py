@@ -316,7 +316,7 @@ class SiteMembershipInline(admin.TabularInline):
 class SiteAdmin(admin.ModelAdmin):
     """The admin-managed list of sites: a study's ``source`` is its site's slug."""
 
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "reads_required", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     inlines = [SiteMembershipInline]

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
@@ -26,6 +27,13 @@ class Site(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
+    reads_required = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(10)],
+        help_text="Independent reads each study of this site needs before its label is final (disagreements go to "
+        "adjudication). Empty: the deployment's REVIEW_READS_REQUIRED.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -43,9 +43,16 @@ class BrowserImage:
     content_type: str | None = None
 
 
-def study_reads_required(*, source: str) -> int:
-    """Independent reads a study needs: REVIEW_READS_REQUIRED, or its source's override."""
+def reads_required(*, source: str, site_setting: int | None) -> int:
+    """Independent reads a study of ``source`` needs: its site's own setting (Site.reads_required, set in
+    the admin), else the deployment's REVIEW_READS_REQUIRED_BY_SOURCE entry, else REVIEW_READS_REQUIRED."""
+    if site_setting:
+        return int(site_setting)
     return int(settings.REVIEW_READS_REQUIRED_BY_SOURCE.get(source, settings.REVIEW_READS_REQUIRED))
+
+
+def study_reads_required(*, study: Study) -> int:
+    return reads_required(source=study.source, site_setting=study.site.reads_required)
 
 
 def study_blinding(*, user: AbstractBaseUser, study: Study) -> tuple[bool, bool]:
@@ -230,6 +237,7 @@ STUDY_CARD_FIELDS = (
     "rejection_reason",
     "rejection_comment",
     "assigned_to__username",
+    "site__reads_required",
 )
 PREDICTION_CARD_FIELDS = (
     "study_id",
@@ -322,7 +330,7 @@ def _study_card(*, user: AbstractBaseUser, study: dict, predictions: list[dict],
     study["prediction"] = shown
     study["reviews"] = [] if hide_reads else reviews
     study["final_label"] = None if hide_reads else study["label_final"] or None
-    study["reads_required"] = study_reads_required(source=study["source"])
+    study["reads_required"] = reads_required(source=study["source"], site_setting=study["site__reads_required"])
     study["blinded"] = {"reads": hide_reads, "model": hide_model}
     return study
 

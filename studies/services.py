@@ -473,7 +473,7 @@ def study_reading_resolve(*, study: Study) -> Study:
     reviews = list(Review.objects.filter(study=study, round=study.reading_round).order_by("created_at", "id"))
     adjudications = [r for r in reviews if r.kind == Review.Kind.ADJUDICATION]
     by_reader = {r.reviewer_id: r.label for r in reviews if r.kind == Review.Kind.READ}  # each reader's latest
-    required = study_reads_required(source=study.source)
+    required = study_reads_required(study=study)
     state, label, rule = (Study.Reading.READING if by_reader else Study.Reading.UNREAD), "", ""
     if adjudications:
         state, label, rule = Study.Reading.FINAL, adjudications[-1].label, Study.LabelRule.ADJUDICATED

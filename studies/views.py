@@ -112,7 +112,7 @@ def study_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
         "hide_reads": hide_reads,
         "hide_model": hide_model,
         "reads": [] if hide_reads else study_reads(study),
-        "reads_required": study_reads_required(source=study.source),
+        "reads_required": study_reads_required(study=study),
         "is_adjudicator": user_is_adjudicator(request.user),
         "reject_reasons": RejectReason.choices,
         "study": study,

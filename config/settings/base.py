@@ -360,7 +360,8 @@ STARTER_MODEL_DIR = BASE_DIR / "models" / "starter"
 DEMO_CREDENTIALS_FILE = Path(env("DEMO_CREDENTIALS_FILE", default=str(VAR_DIR / "demo-credentials.json")))
 
 # Reading studies (studies/selectors.py). Independent reads a study needs before its label is final;
-# with more than one, disagreeing readers go to adjudication. Per-source overrides as JSON, e.g.
+# with more than one, disagreeing readers go to adjudication. A site's own setting (Site.reads_required,
+# in the admin) comes first; then per-source overrides as JSON, e.g.
 # REVIEW_READS_REQUIRED_BY_SOURCE='{"hospital-b": 2}'; REVIEW_BLIND_TO_MODEL_SOURCES hides the model's
 # prediction from readers of those sources until they have read (a blinded reading study).
 REVIEW_READS_REQUIRED = env.int("REVIEW_READS_REQUIRED", default=1)

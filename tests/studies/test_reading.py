@@ -64,6 +64,24 @@ def test_disagreeing_readers_send_the_study_to_adjudication_which_sets_the_label
     assert list(adjudication_queue_list(user=judge)) == []
 
 
+def test_a_site_set_in_the_admin_to_three_reads_needs_three_whatever_the_deployment_says(settings, api_client):
+    settings.REVIEW_READS_REQUIRED = 1
+    settings.REVIEW_READS_REQUIRED_BY_SOURCE = {"site-c": 2}
+    study = _study(source="site-c")
+    study.site.reads_required = 3
+    study.site.save()
+    for label in ("covid", "covid"):
+        review_submit(study=study, reviewer=reviewer(site_name="site-c"), label=label)
+    study.refresh_from_db()
+    assert study.reading_state == "reading" and study.label_final == ""
+
+    api_client.force_authenticate(site_lead(site_name="site-c"))
+    assert api_client.get(f"/api/studies/{study.pk}/").json()["reads_required"] == 3
+    review_submit(study=study, reviewer=reviewer(site_name="site-c"), label="covid")
+    study.refresh_from_db()
+    assert (study.reading_state, study.label_final, study.label_rule) == ("final", "covid", "unanimous")
+
+
 def test_adjudication_needs_the_role_a_reason_and_a_disagreement():
     study = _study()
     judge = site_lead()
