@@ -623,12 +623,6 @@ def study_predict_many(
     Returns each given study's outcome: "done", "failed", "missing" or "busy" (another worker has it).
     Safe to repeat: a study predicted by this version already is "done" and is not predicted again."""
     study_ids = list(study_ids)
-    # A micro-batch answered most studies before their own messages arrive: one query tells.
-    done = Study.objects.filter(
-        pk__in=study_ids, status=Study.Status.PREDICTED, predictions__model_version_id=model_version_id
-    ).values_list("pk", flat=True)
-    if set(done) == set(study_ids):
-        return dict.fromkeys(study_ids, "done")
     claimed = studies_claim_for_prediction(
         study_ids=study_ids, model_version_id=model_version_id, more_waiting=more_waiting
     )
