@@ -62,7 +62,11 @@ case "${cmd}" in
         # Without gossip and mingle (unused here): restarting them after a broker outage is where
         # workers were seen to fail ("Error on restarting Gossip", then no more consuming).
         wait_for_migrations
-        # One process per core by default; each holds the active model and takes micro-batches.
+        # One process per core by default; each holds the active model and takes micro-batches, and
+        # runs TensorFlow on one thread (INFERENCE_TF_THREADS): with a process per core, TensorFlow's
+        # own pools per process oversubscribed the cores (bench/throughput.py production: 43-46 ->
+        # 53 images/s, worker CPU 20-22 -> 17 ms per image).
+        export TF_NUM_INTRAOP_THREADS="${INFERENCE_TF_THREADS:-1}" TF_NUM_INTEROP_THREADS="${INFERENCE_TF_THREADS:-1}"
         exec celery -A config worker -Q inference,repredict -c "${INFERENCE_CONCURRENCY:-$(nproc)}" -n "inference@%h" \
             --prefetch-multiplier 1 -O fair --without-gossip --without-mingle --loglevel "${CELERY_LOG_LEVEL}" "$@"
         ;;
