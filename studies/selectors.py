@@ -64,6 +64,8 @@ def study_blinding(*, user: AbstractBaseUser, study: Study) -> tuple[bool, bool]
 
 
 Read = tuple[int, int, str]  # a review as the blinding rules see it: reviewer id, round, kind
+# Reading states in which readers are still blinded to each other (and, on a blinded source, to the model).
+OPEN_READING_STATES = (Study.Reading.UNREAD, Study.Reading.READING, Study.Reading.DISAGREEMENT)
 
 
 def _blinding(
@@ -77,8 +79,7 @@ def _blinding(
     either. Adjudicators and staff see everything; so do uploaders, who never read."""
     if not user_is_reviewer(user) or user_is_adjudicator(user):
         return False, False
-    open_states = (Study.Reading.UNREAD, Study.Reading.READING, Study.Reading.DISAGREEMENT)
-    if reading_state not in open_states:
+    if reading_state not in OPEN_READING_STATES:
         return False, False
     has_read = any(
         reviewer_id == user.pk and round_ == reading_round and kind == Review.Kind.READ
@@ -95,11 +96,22 @@ def studies_model_hidden(*, user: AbstractBaseUser) -> Q | None:
     A filter on the predicted label must not find these, or it would tell the reader what the model said."""
     if not settings.REVIEW_BLIND_TO_MODEL_SOURCES or not user_is_reviewer(user) or user_is_adjudicator(user):
         return None
-    read_by_me = Review.objects.filter(
+    blinded = Q(source__in=settings.REVIEW_BLIND_TO_MODEL_SOURCES, reading_state__in=OPEN_READING_STATES)
+    return blinded & ~Q(Exists(_read_by(user)))
+
+
+def _read_by(user: AbstractBaseUser) -> QuerySet[Review]:
+    """``user``'s reads of the outer study in its current round (a subquery)."""
+    return Review.objects.filter(
         study=OuterRef("pk"), reviewer=user, round=OuterRef("reading_round"), kind=Review.Kind.READ
     )
-    open_states = (Study.Reading.UNREAD, Study.Reading.READING, Study.Reading.DISAGREEMENT)
-    return Q(source__in=settings.REVIEW_BLIND_TO_MODEL_SOURCES, reading_state__in=open_states) & ~Q(Exists(read_by_me))
+
+
+def _model_answers_shown(studies: QuerySet[Study], *, user: AbstractBaseUser) -> QuerySet[Study]:
+    """``studies`` without those whose model answer is hidden from ``user``: a filter on the predicted label
+    must not find them (studies_model_hidden)."""
+    hidden = studies_model_hidden(user=user)
+    return studies if hidden is None else studies.exclude(hidden)
 
 
 def study_image_for_browser(*, study: Study, size: int | None = None) -> BrowserImage:
@@ -199,8 +211,7 @@ def _study_filter(filters: dict | None) -> Q:
 def study_list(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet[Study]:
     """The studies a user may see, narrowed by validated filters; a None value means any."""
     studies = study_visible_queryset(user=user).filter(_study_filter(filters))
-    hidden = studies_model_hidden(user=user) if (filters or {}).get("predicted_label") is not None else None
-    return studies if hidden is None else studies.exclude(hidden)
+    return _model_answers_shown(studies, user=user) if (filters or {}).get("predicted_label") is not None else studies
 
 
 def study_list_ids(*, user: AbstractBaseUser, filters: dict | None = None) -> QuerySet:
@@ -209,9 +220,7 @@ def study_list_ids(*, user: AbstractBaseUser, filters: dict | None = None) -> Qu
     annotated list computed every label of every row skipped before a deep page."""
     studies = studies_visible(user=user)
     if (filters or {}).get("predicted_label") is not None:
-        studies = studies.annotate(predicted_label=_latest_prediction("label"))
-        hidden = studies_model_hidden(user=user)  # the filter must not tell a blinded reader the model's answer
-        studies = studies if hidden is None else studies.exclude(hidden)
+        studies = _model_answers_shown(studies.annotate(predicted_label=_latest_prediction("label")), user=user)
     return studies.filter(_study_filter(filters)).values_list("pk", flat=True)
 
 
@@ -391,11 +400,10 @@ def model_overruled_rates(*, user: AbstractBaseUser) -> dict[tuple[str, str], fl
     """Per (source, the model's answer): how often readers overruled that answer, over the studies with a final
     label that ``user`` may see, add-one smoothed, (overruled + 1) / (n + 2), so that one case is not a certainty;
     a pair with no history is 0.5."""
-    answer = Prediction.objects.filter(study=OuterRef("pk")).order_by("-created_at", "-id").values("label")[:1]
     rows = (
         studies_visible(user=user)
         .filter(reading_state=Study.Reading.FINAL)
-        .annotate(answer=Subquery(answer))
+        .annotate(answer=_latest_prediction("label"))
         .exclude(answer=None)
         .values("source", "answer")
         .annotate(n=Count("id"), overruled=Count("id", filter=~Q(label_final=F("answer"))))
@@ -418,13 +426,10 @@ def review_queue_list(
     """The studies waiting for this reader: predicted, still open, of the sites they review, not their
     own uploads (unless ALLOW_SELF_REVIEW), not read by them in this round, assigned to them or to
     nobody (``mine``: only those assigned to them)."""
-    read_by_me = Review.objects.filter(
-        study=OuterRef("pk"), reviewer=user, round=OuterRef("reading_round"), kind=Review.Kind.READ
-    )
     queryset = (
         study_visible_queryset(user=user)
         .filter(status=Study.Status.PREDICTED, reading_state__in=[Study.Reading.UNREAD, Study.Reading.READING])
-        .exclude(Exists(read_by_me))
+        .exclude(Exists(_read_by(user)))
     )
     if order == "disagreement":
         queryset = _annotate_disagreement(queryset, user=user)
@@ -436,10 +441,7 @@ def review_queue_list(
     if source:
         queryset = queryset.filter(source=source)
     if predicted_label:
-        queryset = queryset.filter(predicted_label=predicted_label)
-        hidden = studies_model_hidden(user=user)
-        if hidden is not None:
-            queryset = queryset.exclude(hidden)
+        queryset = _model_answers_shown(queryset.filter(predicted_label=predicted_label), user=user)
     if uploaded_from:
         queryset = queryset.filter(uploaded_at__date__gte=uploaded_from)
     if uploaded_to:
