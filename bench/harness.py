@@ -217,27 +217,38 @@ class Platform:
             return False
         return body.get("status") in self._accept
 
-    def cpu_seconds(self) -> dict[str, float]:
-        """CPU seconds (user + system) used so far by the platform's live processes, by kind: "web"
-        (gunicorn, runserver), "worker" (celery workers and their pool), "other" (beat, supervisors)."""
+    def process_cpu(self) -> dict[tuple[str, int], float]:
+        """CPU seconds (user + system) so far of each live process of the platform, by (kind, pid): "web"
+        (gunicorn, runserver), "worker" (celery workers and their pool), "other" (beat, supervisors) and,
+        on PostgreSQL, "postgres" (the backends of this platform's database)."""
         import psutil
 
-        totals = {"web": 0.0, "worker": 0.0, "other": 0.0}
+        members = []
         for process in self.processes.values():
             try:
                 root = psutil.Process(process.pid)
-                tree = [root, *root.children(recursive=True)]
+                members += [root, *root.children(recursive=True)]
             except psutil.NoSuchProcess:
                 continue
-            for member in tree:
-                try:
-                    command, times = " ".join(member.cmdline()), member.cpu_times()
-                except psutil.NoSuchProcess:
-                    continue
-                kind = "web" if ("gunicorn" in command or "runserver" in command) else "other"
-                kind = "worker" if " worker" in command and "celery" in command else kind
-                totals[kind] += times.user + times.system
-        return totals
+        backend = f" {self.database} "
+        if self.mode == "production":
+            members += [p for p in psutil.process_iter(["cmdline"]) if backend in " ".join(p.info["cmdline"] or [])]
+        seconds: dict[tuple[str, int], float] = {}
+        for member in members:
+            try:
+                command, times = " ".join(member.cmdline()), member.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            if command.startswith("postgres: "):
+                kind = "postgres"
+            elif "gunicorn" in command or "runserver" in command:
+                kind = "web"
+            elif " worker" in command and "celery" in command:
+                kind = "worker"
+            else:
+                kind = "other"
+            seconds[(kind, member.pid)] = times.user + times.system
+        return seconds
 
     def signal_role(self, role: str, sig: int) -> None:
         process = self.processes[role]
@@ -339,6 +350,55 @@ class Platform:
 
     def statuses(self) -> dict[str, int]:
         return {s: self.count(s) for s in ("queued", "processing", "predicted", "failed")}
+
+
+class CpuSampler:
+    """CPU seconds a platform's processes used while it runs, by kind (Platform.process_cpu: web, worker,
+    other, postgres), sampled twice a second so that processes started or replaced meanwhile count (one
+    that ends between samples loses its last half second), plus this process ("client": the benchmark's
+    own clients) and everything else on the machine ("machine_other": other people's jobs)."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.first: dict[tuple[str, int], float] = {}
+        self.last: dict[tuple[str, int], float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for key, seconds in self.platform.process_cpu().items():
+            self.first.setdefault(key, 0.0 if self._thread.is_alive() else seconds)
+            self.last[key] = seconds
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self._sample()
+
+    @staticmethod
+    def _busy() -> float:
+        import psutil
+
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def start(self) -> None:
+        self._sample()
+        self.busy, self.client = self._busy(), time.process_time()
+        self.wall, self.load = time.perf_counter(), os.getloadavg()[0]
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per kind, plus the run's wall time ("wall") and the load average when it began ("load")."""
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        used = dict.fromkeys(("web", "worker", "other", "postgres"), 0.0)
+        for key, seconds in self.last.items():
+            used[key[0]] += seconds - self.first[key]
+        used["client"] = time.process_time() - self.client
+        used["machine_other"] = max(0.0, self._busy() - self.busy - sum(used.values()))
+        used["wall"], used["load"] = time.perf_counter() - self.wall, self.load
+        return used
 
 
 def cxr_images(limit: int, *, data_dir: Path | None = None) -> list[Path]:

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import Platform, cxr_images  # noqa: E402
+from bench.harness import CpuSampler, Platform, cxr_images  # noqa: E402
 
 ENDPOINTS = {
     "list": "/api/studies/",
@@ -117,71 +117,6 @@ for name, path in endpoints.items():
 """
 
 
-class CpuSampler:
-    """CPU seconds used meanwhile by gunicorn (master and workers, replaced ones included), the
-    PostgreSQL backends of the bench's database, this process (the clients) and everything else on
-    the machine, sampled from /proc twice a second (a process that ends between samples loses its
-    last half second)."""
-
-    def __init__(self, *, master_pid: int, database: str) -> None:
-        self.master_pid, self.database = master_pid, database
-        self.tick = os.sysconf("SC_CLK_TCK")
-        self.first: dict[tuple[str, int], float] = {}
-        self.last: dict[tuple[str, int], float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> None:
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat") as file:
-                    fields = file.read().rsplit(")", 1)[1].split()
-                with open(f"/proc/{entry.name}/cmdline", "rb") as file:
-                    cmdline = file.read().replace(b"\0", b" ")
-            except OSError:
-                continue
-            pid, ppid = int(entry.name), int(fields[1])
-            if pid == self.master_pid or ppid == self.master_pid:
-                side = "gunicorn"
-            elif cmdline.startswith(b"postgres: ") and f" {self.database} ".encode() in cmdline:
-                side = "postgres"
-            else:
-                continue
-            seconds = (int(fields[11]) + int(fields[12])) / self.tick
-            self.first.setdefault((side, pid), 0.0 if self._thread.is_alive() else seconds)
-            self.last[(side, pid)] = seconds
-
-    def _busy(self) -> float:
-        with open("/proc/stat") as file:
-            values = [int(v) for v in file.readline().split()[1:]]
-        return (sum(values) - values[3] - values[4]) / self.tick  # all but idle and iowait
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.5):
-            self._sample()
-
-    def start(self) -> None:
-        self._sample()
-        self.busy, self.client = self._busy(), time.process_time()
-        self.wall, self.load = time.perf_counter(), os.getloadavg()[0]
-        self._thread.start()
-
-    def stop(self) -> dict[str, float]:
-        """Seconds of CPU per side, plus the run's wall time and the load average when it began."""
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-        used = {"gunicorn": 0.0, "postgres": 0.0}
-        for key, seconds in self.last.items():
-            used[key[0]] += seconds - self.first[key]
-        used["client"] = time.process_time() - self.client
-        used["other"] = max(0.0, self._busy() - self.busy - sum(used.values()))
-        used["wall"], used["load"] = time.perf_counter() - self.wall, self.load
-        return used
-
-
 def run_clients(platform: Platform, *, clients: int, seconds: float) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {name: [] for name in ENDPOINTS}
     errors: list[int] = []
@@ -247,7 +182,7 @@ def main() -> int:
                 platform.request("GET", path)
                 samples.append(time.perf_counter() - t0)
             alone[name] = statistics.median(samples[2:]) * 1000
-        sampler = CpuSampler(master_pid=platform.processes["web"].pid, database=platform.database)
+        sampler = CpuSampler(platform)
         sampler.start()
         timings = run_clients(platform, clients=args.clients, seconds=args.seconds)
         cpu = sampler.stop()
@@ -263,9 +198,10 @@ def main() -> int:
         )
     cores = len(os.sched_getaffinity(0))
     print(
-        f"CPU per request: gunicorn {cpu['gunicorn'] / total * 1000:.1f} ms, PostgreSQL "
+        f"CPU per request: gunicorn {cpu['web'] / total * 1000:.1f} ms, PostgreSQL "
         f"{cpu['postgres'] / total * 1000:.1f} ms, client {cpu['client'] / total * 1000:.1f} ms; other processes used "
-        f"{cpu['other'] / cpu['wall']:.2f} of {cores} cores meanwhile (load average {cpu['load']:.2f} at the start)"
+        f"{cpu['machine_other'] / cpu['wall']:.2f} of {cores} cores meanwhile (load average {cpu['load']:.2f} at "
+        "the start)"
     )
     return 0
 

@@ -10,7 +10,8 @@ In one run, on this machine:
                  study is predicted; then single studies uploaded one at a time on an idle platform,
                  timed from the upload until the API shows the prediction (polled every 20 ms)
 Prints images/s, the platform/raw ratio, the idle added latency (platform - model's own), and the CPU
-milliseconds per image of web, workers and the upload clients against the raw pipeline's (contention-proof).
+milliseconds per image of web, workers and the upload clients against the raw pipeline's (contention-proof),
+and PostgreSQL's backends besides (production).
 """
 
 import argparse
@@ -23,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import Platform, cxr_images, wait_until  # noqa: E402
+from bench.harness import CpuSampler, Platform, cxr_images, wait_until  # noqa: E402
 
 
 def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float, float]:
@@ -76,7 +77,8 @@ def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: in
                     statuses.append(status)
 
         chunks = [paths[i::clients] for i in range(clients)]
-        cpu_before, client_before = platform.cpu_seconds(), time.process_time()
+        sampler = CpuSampler(platform)
+        sampler.start()
         started = time.perf_counter()
         threads = [threading.Thread(target=client, args=(chunk,)) for chunk in chunks]
         for thread in threads:
@@ -87,8 +89,7 @@ def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: in
         total = 2 + len(paths)
         wait_until(lambda: platform.settled() >= total, timeout=1800, interval=0.1, what="all predictions")
         elapsed = time.perf_counter() - started
-        cpu = {k: v - cpu_before[k] for k, v in platform.cpu_seconds().items()}
-        cpu["client"] = time.process_time() - client_before
+        cpu = sampler.stop()
 
         latencies = []
         for path in paths[:idle_samples]:
@@ -106,7 +107,9 @@ def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: in
             "non_201": sum(1 for s in statuses if s != 201),
             "failed": platform.count("failed"),
             "idle_latency_s": statistics.median(latencies),
-            "cpu_ms_per_image": {k: 1000 * v / len(paths) for k, v in cpu.items()},
+            "cpu_ms_per_image": {
+                k: 1000 * cpu[k] / len(paths) for k in ("web", "worker", "other", "postgres", "client")
+            },
         }
     finally:
         platform.stop()
@@ -144,9 +147,11 @@ def main() -> int:
             f"added {1000 * (r['idle_latency_s'] - raw_single):6.0f} ms"
         )
         cpu = r["cpu_ms_per_image"]
+        in_all = cpu["web"] + cpu["worker"] + cpu["other"] + cpu["client"]
         print(
             f"  CPU ms per image: web {cpu['web']:.1f}, workers {cpu['worker']:.1f}, other {cpu['other']:.1f}, "
-            f"upload clients {cpu['client']:.1f}; {sum(cpu.values()):.1f} in all (raw pipeline: {raw_cpu:.1f})"
+            f"upload clients {cpu['client']:.1f}; {in_all:.1f} in all (raw pipeline: {raw_cpu:.1f}); "
+            f"PostgreSQL's backends besides: {cpu['postgres']:.1f}"
         )
     return 0
 
