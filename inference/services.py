@@ -168,29 +168,37 @@ def _explainer(model: Any) -> Any:
 
 def heatmap_overlay_jpeg(gray: np.ndarray, heat: np.ndarray, *, max_side: int = OVERLAY_MAX_SIDE) -> bytes:
     """Blend a 0..1 heatmap (any size) over the grayscale image, as JPEG bytes no larger than
-    ``max_side``: the image is downscaled first, so the blend costs the same for any upload."""
-    from matplotlib import colormaps
+    ``max_side``: the image is downscaled first, so the blend costs the same for any upload.
 
+    The jet colours are a palette and the blend (heat / 2 as the heatmap's opacity) is Pillow's
+    composite, both in C: 1.2 instead of 10 ms for a 512 px X-ray with numpy's fancy indexing and
+    float arithmetic, which was most of a prediction's CPU."""
     base = Image.fromarray(gray)
     base.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    heat_img = Image.fromarray((heat * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
-    heat_u8 = np.asarray(heat_img)
-    colored = _jet_lut(colormaps)[heat_u8]
-    alpha = (heat_u8.astype(np.float32) / 255.0 * 0.5)[:, :, None]
-    blended = (np.asarray(base, dtype=np.float32)[:, :, None] * (1 - alpha) + colored * alpha).astype(np.uint8)
+    heat_img = Image.fromarray((np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)).resize(
+        base.size, Image.Resampling.BILINEAR
+    )
+    colored = heat_img.copy()
+    colored.putpalette(_jet_palette())
+    opacity = heat_img.point(_HALF)
+    blended = Image.composite(colored.convert("RGB"), base.convert("RGB"), opacity)
     buffer = io.BytesIO()
-    Image.fromarray(blended).save(buffer, format="JPEG", quality=88)  # a picture to look at: PNG cost 10x
+    blended.save(buffer, format="JPEG", quality=88)  # a picture to look at: PNG cost 10x
     return buffer.getvalue()
 
 
-_JET: np.ndarray | None = None
+_HALF = [value // 2 for value in range(256)]
+_JET: list[int] | None = None
 
 
-def _jet_lut(colormaps: Any) -> np.ndarray:
-    """The jet colour map as a 256-entry uint8 lookup table (indexing beats calling it per pixel)."""
+def _jet_palette() -> list[int]:
+    """The jet colour map as a 256-colour RGB palette."""
     global _JET
     if _JET is None:
-        _JET = (colormaps["jet"](np.arange(256) / 255.0)[:, :3] * 255).astype(np.float32)
+        from matplotlib import colormaps
+
+        rgb = (colormaps["jet"](np.arange(256) / 255.0)[:, :3] * 255).round().astype(np.uint8)
+        _JET = rgb.ravel().tolist()
     return _JET
 
 

@@ -57,3 +57,19 @@ def test_predict_image_decides_with_the_sites_bias(tiny_model_path):
 
     result = predict_image(png_bytes(seed=1), loaded, site="site-x", with_heatmap=False)
     assert result.label == "normal" and result.confidence > 0.99
+
+
+def test_the_overlay_tints_where_the_heatmap_is_hot_and_keeps_the_image_elsewhere():
+    from inference.services import heatmap_overlay_jpeg
+
+    gray = np.full((400, 400), 128, dtype=np.uint8)
+    heat = np.zeros((8, 8), dtype=np.float32)
+    heat[:, :2] = 1.0  # hot on the left quarter, cold on the right
+    overlay = np.asarray(Image.open(io.BytesIO(heatmap_overlay_jpeg(gray, heat))).convert("RGB"), dtype=int)
+
+    assert overlay.shape == (400, 400, 3)
+    cold = overlay[:, 300:].reshape(-1, 3).mean(axis=0)
+    hot = overlay[:, :40].reshape(-1, 3).mean(axis=0)
+    assert np.all(np.abs(cold - 128) < 4)  # heat 0: the X-ray as it is
+    # heat 1: half the image, half jet's hottest colour (dark red: 128, 0, 0), so red stays, green and blue halve
+    assert hot[0] > 110 and hot[1] < 80 and hot[2] < 80
