@@ -133,8 +133,9 @@ def patient_ref_export(*, study: Study) -> str:
 def patient_get_or_create(*, site: Site, ref: str = "") -> Patient:
     """A pseudonymous patient of a site (the same key at two sites is two patients); a study
     without a reference is its own patient."""
-    ref = ref.strip() or f"anon:{uuid.uuid4().hex}"
-    patient, _ = Patient.objects.get_or_create(site=site, ref=ref)
+    if not ref.strip():  # a new patient for certain: no lookup, no savepoint
+        return Patient.objects.create(site=site, ref=f"anon:{uuid.uuid4().hex}")
+    patient, _ = Patient.objects.get_or_create(site=site, ref=ref.strip())
     return patient
 
 
