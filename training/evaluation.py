@@ -3,6 +3,8 @@
 Pure numpy/scikit-learn; every result is JSON-serialisable (plain floats, lists and None, never NaN).
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
@@ -115,6 +117,7 @@ def fit_decision_rule(
     min_site_cases: int = 4,
     site_prior_strength: float = 1.0,
     source_balance: float = 1.0,
+    protected: Sequence[int] = (),
 ) -> DecisionRule:
     """The deployed decision rule, fitted on validation outputs.
 
@@ -125,7 +128,12 @@ def fit_decision_rule(
     ``min_site_cases`` validation cases gets its own bias, fitted to its cases (class-balanced)
     and pulled towards the global bias with a weight of ``site_prior_strength`` cases: a prior
     (label-shift) correction, so a model that ranks a new hospital's images well stops calling
-    its normals COVID. Fewer than 2 validation cases give the identity rule."""
+    its normals COVID. A site's validation cases must hold two classes (one class alone says nothing
+    about where the boundary lies: four normals would teach "never COVID"). ``protected`` classes
+    (the gate's required sensitivities: COVID) are not traded: the site's bias is moved back towards
+    the global one until every protected validation case of the site the global rule decides right
+    stays right by at least PROTECT_MARGIN in log-odds (or its global margin, if smaller).
+    Fewer than 2 validation cases give the identity rule."""
     y_true = np.asarray(y_true, dtype=int)
     if len(y_true) < 2:
         return DecisionRule()
@@ -147,7 +155,7 @@ def fit_decision_rule(
     sources_array = np.asarray(sources)
     for site in sorted(set(sources)):
         mask = sources_array == site
-        if mask.sum() < min_site_cases:
+        if mask.sum() < min_site_cases or len(set(y_true[mask].tolist())) < 2:
             continue
         site_weights = stratum_weights(y_true=y_true[mask], sources=[site] * int(mask.sum()))
 
@@ -156,8 +164,38 @@ def fit_decision_rule(
             return nll + site_prior_strength * float((b - bias) @ (b - bias))
 
         fitted_site = minimize(site_loss, bias, method="L-BFGS-B", bounds=[(-BIAS_LIMIT, BIAS_LIMIT)] * n_classes).x
+        fitted_site = _protective(bias, fitted_site, scaled[mask], y_true[mask], protected)
         site_bias[site] = tuple(float(b) for b in fitted_site - fitted_site[0])
     return DecisionRule(temperature=temperature, bias=tuple(float(b) for b in bias), site_bias=site_bias)
+
+
+PROTECT_MARGIN = 0.5  # log-odds a protected validation case keeps over the runner-up under a site's bias
+
+
+def _margins(logits: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+    """Each case's true-class logit minus the highest other one (> 0: decided right)."""
+    rows = np.arange(len(y_true))
+    others = logits.copy()
+    others[rows, y_true] = -np.inf
+    return logits[rows, y_true] - others.max(axis=1)
+
+
+def _protective(
+    bias: np.ndarray, site: np.ndarray, scaled: np.ndarray, y_true: np.ndarray, protected: Sequence[int]
+) -> np.ndarray:
+    """The largest step from ``bias`` towards ``site`` (in tenths) that keeps every protected
+    validation case decided right by the global bias right, by PROTECT_MARGIN or its own margin."""
+    keep = np.isin(y_true, list(protected))
+    if not keep.any():
+        return site
+    before = _margins(scaled[keep] + bias, y_true[keep])
+    guarded = before > 0
+    needed = np.minimum(before[guarded], PROTECT_MARGIN)
+    for step in np.linspace(1.0, 0.0, 11):
+        candidate = bias + step * (site - bias)
+        if np.all(_margins(scaled[keep] + candidate, y_true[keep])[guarded] >= needed - 1e-9):
+            return candidate
+    return bias
 
 
 def _weighted_nll(logits: np.ndarray, y_true: np.ndarray, weights: np.ndarray) -> float:

@@ -317,8 +317,10 @@ TRAINING = {
     "FINE_TUNE_SOURCE_BALANCE": env.float("TRAINING_FINE_TUNE_SOURCE_BALANCE", default=1.0),
     # Per-image weight count(source, class) ** -SOURCE_BALANCE when training from scratch.
     "SOURCE_BALANCE": env.float("TRAINING_SOURCE_BALANCE", default=0.5),
-    # A site with this many validation cases gets its own decision biases (prior correction).
-    "SITE_BIAS_MIN_CASES": env.int("TRAINING_SITE_BIAS_MIN_CASES", default=4),
+    # A site with this many validation cases, of two classes at least, gets its own decision biases
+    # (prior correction, never costing a COVID validation case). 3, not 4: a hospital's first ~20
+    # reviewed studies, 12 COVID and 8 normal, give split_targets 2 + 1 validation cases.
+    "SITE_BIAS_MIN_CASES": env.int("TRAINING_SITE_BIAS_MIN_CASES", default=3),
 }
 # Scheduled retraining: enough distinct newly reviewed studies since the last successful run, or
 # reviewers correcting at least RATE of a source's latest WINDOW predictions.

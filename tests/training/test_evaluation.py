@@ -364,3 +364,39 @@ def test_plots_write_non_empty_png_files(tmp_path, plot):
 
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert path.stat().st_size > 5000
+
+
+def test_a_site_whose_validation_holds_one_class_keeps_the_global_bias():
+    """Four validation normals say nothing about where a site's COVID boundary lies; fitted alone they
+    would teach that site "never COVID"."""
+    probs = _softmax(np.random.default_rng(1).normal(size=(40, 3)))
+    y = np.r_[np.arange(36) % 3, [1, 1, 1, 1]]
+    rule = fit_decision_rule(probs=probs, y_true=y, sources=["a"] * 36 + ["b"] * 4, min_site_cases=3)
+    assert set(rule.site_bias) == {"a"}
+
+
+def test_a_sites_own_bias_never_costs_a_protected_validation_case():
+    """Site B's normals look like COVID and one of its COVID cases is scored below them: the
+    likelihood-best prior correction for B calls that case normal and fixes no normal. With COVID
+    protected, the site's bias moves only as far as keeps every COVID validation case COVID."""
+    rng = np.random.default_rng(5)
+    y_a = np.arange(300) % 3
+    logits_a = rng.normal(scale=0.5, size=(300, 3)) + 3.0 * np.eye(3)[y_a]
+    y_b = np.array([0, 0, 0, 1, 1, 1])  # covid, normal
+    logits_b = np.array([[4.0, 0, 0], [4.0, 0, 0], [2.0, 0, 0], [2.5, 0, 0], [2.6, 0, 0], [2.4, 0, 0]])
+    probs = _softmax(np.r_[logits_a, logits_b])
+    y, sources = np.r_[y_a, y_b], ["a"] * 300 + ["b"] * 6
+    fit = {"probs": probs, "y_true": y, "sources": sources, "min_site_cases": 3, "source_balance": 0.5}
+
+    free = fit_decision_rule(**fit)
+    guarded = fit_decision_rule(**fit, protected=[0])
+
+    b_probs = probs[300:]
+    assert free.adjust(b_probs).argmax(1)[:3].tolist() == [0, 0, 0]  # the global rule keeps them
+    assert free.adjust(b_probs, ["b"] * 6).argmax(1)[:3].tolist() == [0, 0, 1]  # unguarded: one lost
+    assert guarded.adjust(b_probs, ["b"] * 6).argmax(1)[:3].tolist() == [0, 0, 0]
+    assert not np.allclose(guarded.bias_for("b"), guarded.bias)  # B still has a bias of its own
+    assert (
+        guarded.adjust(probs[:300], ["a"] * 300).argmax(1).tolist()
+        == free.adjust(probs[:300], ["a"] * 300).argmax(1).tolist()
+    )

@@ -24,6 +24,7 @@ from training.plots import plot_confusion_matrix, plot_reliability, plot_roc, pl
 from training.selectors import model_version_get_active, snapshot_items_current, training_run_in_progress
 from training.services.evaluations import SplitData, evaluation_cases_record, evaluation_metrics
 from training.services.registry import (
+    gate_policy,
     model_version_gate,
     model_version_load,
     model_version_promote,
@@ -284,6 +285,8 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
         # The rule keeps the from-scratch balance: with full balance a stratum of one or two
         # validation images (an adult pneumonia) moved the global bias and cost COVID test answers.
         source_balance=config.source_balance,
+        # A site's own bias never trades what the gate requires (COVID sensitivity) for its other classes.
+        protected=[class_names.index(name) for name in gate_policy().required_sensitivities if name in class_names],
     )
     recorder.log(
         f"Decision rule: temperature {rule.temperature:.2f}, own biases for {sorted(rule.site_bias) or 'no site'}"
