@@ -4,6 +4,7 @@ import hashlib
 import io
 import logging
 import math
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -624,6 +625,7 @@ def study_predict_many(
     Returns each given study's outcome: "done", "failed", "missing" or "busy" (another worker has it).
     Safe to repeat: a study predicted by this version already is "done" and is not predicted again."""
     study_ids = list(study_ids)
+    _batch_gather(more_waiting=more_waiting)
     claimed = studies_claim_for_prediction(
         study_ids=study_ids, model_version_id=model_version_id, more_waiting=more_waiting
     )
@@ -641,6 +643,14 @@ def study_predict_many(
         logger.exception("Prediction failed for a batch of %s studies", len(claimed))
         outcomes.update(studies_mark_failed(study_ids=[s.pk for s in claimed], reason=f"{type(exc).__name__}: {exc}"))
     return {pk: outcomes.get(pk) or _outcome_unclaimed(pk, model_version_id) for pk in study_ids}
+
+
+def _batch_gather(*, more_waiting: int) -> None:
+    """Let a micro-batch fill: when fewer studies wait than it could take, wait
+    PREDICTION_BATCH_WAIT_SECONDS once (uploads arriving together then share one pass)."""
+    wait = settings.PREDICTION_BATCH_WAIT_SECONDS
+    if more_waiting > 0 and wait > 0 and Study.objects.filter(status=Study.Status.QUEUED).count() <= more_waiting:
+        time.sleep(wait)
 
 
 def _studies_release(*, study_ids: list[int]) -> None:

@@ -222,6 +222,9 @@ PREDICTION_LEASE_SECONDS = env.int("PREDICTION_LEASE_SECONDS", default=120)
 PREDICTION_MAX_ATTEMPTS = env.int("PREDICTION_MAX_ATTEMPTS", default=3)
 # Micro-batches: a worker takes up to this many waiting studies into one forward + Grad-CAM pass.
 PREDICTION_BATCH_SIZE = env.int("PREDICTION_BATCH_SIZE", default=16)
+# A prediction message that finds fewer studies waiting than a batch holds waits this long once
+# before it claims them, so that studies arriving together share one forward pass (0: never).
+PREDICTION_BATCH_WAIT_SECONDS = env.float("PREDICTION_BATCH_WAIT_SECONDS", default=0.02)
 # Filesystem broker: seconds between looks at the queue folder (kombu's default, 1 s, was the
 # whole idle latency of `make run`); a look is one directory listing.
 BROKER_POLLING_INTERVAL = env.float("BROKER_POLLING_INTERVAL", default=0.05)

@@ -75,6 +75,35 @@ def test_one_message_predicts_the_waiting_studies_in_one_batch_and_theirs_find_t
 
 
 @pytest.mark.django_db
+def test_a_message_waits_once_for_its_batch_to_fill_and_a_study_arriving_meanwhile_joins_it(
+    active_model, settings, monkeypatch
+):
+    settings.PREDICTION_BATCH_SIZE, settings.PREDICTION_BATCH_WAIT_SECONDS = 8, 0.02
+    first = StudyFactory()
+    waits: list[float] = []
+
+    def arrival(seconds: float) -> None:  # another upload lands while the worker waits
+        waits.append(seconds)
+        StudyFactory()
+
+    monkeypatch.setattr("studies.services.time.sleep", arrival)
+    assert study_predict_task.apply(args=[first.id]).get() == "done"
+    assert waits == [0.02]
+    assert Prediction.objects.count() == 2
+    assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.PREDICTED}
+
+
+@pytest.mark.django_db
+def test_a_full_batch_waiting_is_taken_at_once(active_model, settings, monkeypatch):
+    settings.PREDICTION_BATCH_SIZE, settings.PREDICTION_BATCH_WAIT_SECONDS = 2, 0.02
+    studies = [StudyFactory() for _ in range(3)]
+    waits: list[float] = []
+    monkeypatch.setattr("studies.services.time.sleep", waits.append)
+    assert study_predict_task.apply(args=[studies[0].id]).get() == "done"
+    assert waits == [] and Prediction.objects.count() == 2
+
+
+@pytest.mark.django_db
 def test_an_unreadable_image_fails_alone_and_the_rest_of_its_batch_is_predicted(active_model, settings):
     settings.PREDICTION_BATCH_SIZE = 8
     good, broken = StudyFactory(), StudyFactory()
