@@ -510,6 +510,12 @@ def studies_waiting_for_prediction() -> bool:
     return Study.objects.filter(status__in=[Study.Status.QUEUED, Study.Status.PROCESSING]).exists()
 
 
+def studies_queued_at_least(count: int) -> bool:
+    """Whether at least ``count`` studies wait in the queue; counts no further than that (a backlog
+    of thousands after a broker outage costs the same as a full batch)."""
+    return Study.objects.filter(status=Study.Status.QUEUED)[:count].count() >= count
+
+
 def study_latest_prediction(study: Study) -> Prediction | None:
     predictions = list(study.predictions.all())
     return max(predictions, key=lambda p: (p.created_at, p.id)) if predictions else None

@@ -43,7 +43,13 @@ from studies.deidentify import (
     stored_file_is_deidentified,
 )
 from studies.models import AccessEvent, Label, Patient, Prediction, RejectReason, Review, Site, Study
-from studies.selectors import study_latest_prediction, study_reads_required, user_is_adjudicator, user_is_reviewer
+from studies.selectors import (
+    studies_queued_at_least,
+    study_latest_prediction,
+    study_reads_required,
+    user_is_adjudicator,
+    user_is_reviewer,
+)
 from studies.sites import review_check_allowed, site_get_or_create, study_delete_check_allowed, user_reviews_site
 from studies.tasks import study_predict_task
 
@@ -134,9 +140,10 @@ def patient_ref_export(*, study: Study) -> str:
 def patient_get_or_create(*, site: Site, ref: str = "") -> Patient:
     """A pseudonymous patient of a site (the same key at two sites is two patients); a study
     without a reference is its own patient."""
-    if not ref.strip():  # a new patient for certain: no lookup, no savepoint
+    ref = ref.strip()
+    if not ref:  # a new patient for certain: no lookup, no savepoint
         return Patient.objects.create(site=site, ref=f"anon:{uuid.uuid4().hex}")
-    patient, _ = Patient.objects.get_or_create(site=site, ref=ref.strip())
+    patient, _ = Patient.objects.get_or_create(site=site, ref=ref)
     return patient
 
 
@@ -649,7 +656,7 @@ def _batch_gather(*, more_waiting: int) -> None:
     """Let a micro-batch fill: when fewer studies wait than it could take, wait
     PREDICTION_BATCH_WAIT_SECONDS once (uploads arriving together then share one pass)."""
     wait = settings.PREDICTION_BATCH_WAIT_SECONDS
-    if more_waiting > 0 and wait > 0 and Study.objects.filter(status=Study.Status.QUEUED).count() <= more_waiting:
+    if more_waiting > 0 and wait > 0 and not studies_queued_at_least(more_waiting + 1):
         time.sleep(wait)
 
 
