@@ -22,8 +22,9 @@ DICOM_MAGIC_OFFSET = 128
 MIN_SIDE = 64
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
-# Transfer syntaxes read at all: native, deflated, and the compressed ones pydicom decodes. Others are refused
-# from the header, before any decoder sees the pixels.
+# Transfer syntaxes read at all: native, deflated, and the compressed ones pydicom decodes with its GDCM plugin
+# (python-gdcm: JPEG Lossless, JPEG-LS, JPEG 2000; Pillow also reads baseline JPEG and JPEG 2000) or natively
+# (RLE). Others are refused from the header, before any decoder sees the pixels.
 SUPPORTED_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2": "Implicit VR Little Endian",
     "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
@@ -33,6 +34,8 @@ SUPPORTED_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2.4.51": "JPEG Extended",
     "1.2.840.10008.1.2.4.57": "JPEG Lossless",
     "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Near-Lossless",
     "1.2.840.10008.1.2.4.90": "JPEG 2000 Lossless",
     "1.2.840.10008.1.2.4.91": "JPEG 2000",
     "1.2.840.10008.1.2.5": "RLE Lossless",
@@ -190,10 +193,15 @@ def dicom_read(data: bytes, limits: DecodeLimits | None = None):  # -> pydicom.D
 def dicom_pixels(dataset) -> np.ndarray:
     """The 8-bit grayscale of a checked dataset: pixels, then its VOI LUT or window, then MONOCHROME1 inverted."""
     from pydicom.pixels import apply_voi_lut
+    from pydicom.uid import UID
 
+    syntax = UID(str(getattr(dataset, "file_meta", {}).get("TransferSyntaxUID", "")))
     try:
         pixels = dataset.pixel_array
     except Exception as exc:  # pydicom raises many types for broken pixel data
+        if syntax.is_compressed:  # the decoder's own words ("'NoneType' object has no attribute ...") say nothing
+            name = SUPPORTED_TRANSFER_SYNTAXES.get(syntax, syntax)
+            raise ImageDecodeError(f"Unreadable DICOM pixel data: the {name} stream is damaged or incomplete.") from exc
         raise ImageDecodeError(f"Unreadable DICOM pixel data: {exc}") from exc
     if pixels.ndim != 2:
         raise ImageDecodeError("Only single-frame grayscale DICOM images are supported.")

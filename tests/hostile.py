@@ -11,7 +11,7 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
-from tests.images import dicom_bytes, jpeg_bytes, png_bytes
+from tests.images import dicom_bytes, dicom_transcoded, jpeg_bytes, png_bytes
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
 
@@ -169,11 +169,20 @@ def hostile_files() -> Iterator[tuple[str, bytes]]:
         "1.2.840.10008.1.2.4.50",
         "1.2.840.10008.1.2.5",
         "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
         DEFLATED,
         "",
         "x" * 40,
     ):
         yield f"dicom-syntax-{syntax[:24]}", _dicom(96, syntax=syntax)
+    # Compressed pixel data (GDCM decodes it) cut short or overwritten in the middle.
+    for syntax in ("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90"):
+        compressed = dicom_transcoded(dicom_bytes(size=128), syntax)
+        pixel_data = compressed.rindex(b"\xe0\x7f\x10\x00")  # the (7FE0,0010) Pixel Data tag
+        cut = pixel_data + (len(compressed) - pixel_data) // 2
+        yield f"dicom-{syntax[-4:]}-truncated", compressed[:cut]
+        yield f"dicom-{syntax[-4:]}-garbled", compressed[:cut] + bytes(range(64)) + compressed[cut + 64 :]
     # Deflate bombs: a few KB that inflate to tens of MB.
     for megabytes in (4, 16, 64):
         yield f"dicom-deflate-bomb-{megabytes}mb", _deflated_dicom_bomb(megabytes)

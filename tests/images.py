@@ -56,3 +56,34 @@ def dicom_bytes(photometric: str = "MONOCHROME2", size: int = 96) -> bytes:
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def dicom_transcoded(data: bytes, syntax: str) -> bytes:
+    """``data`` (a DICOM) rewritten by GDCM in the compressed transfer syntax ``syntax`` (a UID), as a
+    hospital's archive sends it."""
+    import os
+    import tempfile
+
+    import gdcm
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = os.path.join(folder, "in.dcm"), os.path.join(folder, "out.dcm")
+        with open(source, "wb") as handle:
+            handle.write(data)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(source)
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.GetTSType(syntax)))
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(target)
+        if not reader.Read():
+            raise ValueError("GDCM cannot read the DICOM to transcode.")
+        change.SetInput(reader.GetImage())
+        if not change.Change():
+            raise ValueError(f"GDCM cannot transcode to {syntax}.")
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        if not writer.Write():
+            raise ValueError("GDCM cannot write the transcoded DICOM.")
+        with open(target, "rb") as handle:
+            return handle.read()

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from inference.preprocessing import ImageDecodeError, load_grayscale, preprocess
-from tests.images import dicom_bytes, jpeg_bytes, png_bytes, xray_array
+from tests.images import dicom_bytes, dicom_transcoded, jpeg_bytes, png_bytes, xray_array
 
 
 def _png(image: Image.Image) -> bytes:
@@ -51,6 +51,30 @@ def test_monochrome1_dicom_is_inverted():
     inverted = load_grayscale(dicom_bytes("MONOCHROME1"))
     assert normal[0, 0] < normal[0, -1]
     assert inverted[0, 0] > inverted[0, -1]
+
+
+@pytest.mark.parametrize(
+    "syntax",
+    [
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1, what CR/DX archives mostly send
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    ],
+)
+def test_a_compressed_dicom_decodes_to_the_same_pixels_as_the_uncompressed_one(syntax):
+    original = dicom_bytes(size=128)
+    compressed = dicom_transcoded(original, syntax)
+    assert len(compressed) < len(original)
+    assert np.array_equal(load_grayscale(compressed), load_grayscale(original))
+
+
+def test_a_damaged_compressed_dicom_is_refused_naming_its_compression():
+    compressed = dicom_transcoded(dicom_bytes(size=128), "1.2.840.10008.1.2.4.70")
+    middle = compressed.rindex(b"\xe0\x7f\x10\x00") + (len(compressed) - compressed.rindex(b"\xe0\x7f\x10\x00")) // 2
+    damaged = compressed[:middle] + bytes(range(64)) + compressed[middle + 64 :]
+    with pytest.raises(ImageDecodeError, match="the JPEG Lossless SV1 stream is damaged or incomplete"):
+        load_grayscale(damaged)
 
 
 @pytest.mark.parametrize(

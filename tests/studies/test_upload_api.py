@@ -1,7 +1,9 @@
 """Uploading studies through the REST API."""
 
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -182,6 +184,26 @@ def test_dicom_upload_is_predicted_and_served_to_browsers_as_png(
     assert api_client.get(f"{URL}{study_id}/").json()["status"] == "predicted"
     image = api_client.get(f"{URL}{study_id}/image/")
     assert image["Content-Type"] == "image/png" and image.content.startswith(b"\x89PNG")
+
+
+@pytest.mark.django_db
+def test_a_jpeg_lossless_dicom_from_an_archive_is_predicted_and_stored_uncompressed(
+    api_client, uploader_user, active_model, django_capture_on_commit_callbacks
+):
+    import pydicom
+
+    from tests.images import dicom_bytes, dicom_transcoded
+
+    api_client.force_authenticate(uploader_user)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _upload(api_client, dicom_transcoded(dicom_bytes(), "1.2.840.10008.1.2.4.70"), name="cr.dcm")
+    assert response.status_code == 201, response.content
+    study = Study.objects.get(pk=response.json()["id"])
+    assert study.status == Study.Status.PREDICTED
+    with study.image.open("rb") as handle:
+        stored = pydicom.dcmread(handle)
+    assert stored.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert np.array_equal(stored.pixel_array, pydicom.dcmread(io.BytesIO(dicom_bytes())).pixel_array)
 
 
 @pytest.mark.django_db
