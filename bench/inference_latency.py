@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from inference.services import load_model, predict_image
+    from inference.services import DecisionRule, load_model, predict_image
 
     metadata = json.loads((args.model / "metadata.json").read_text())
     paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".dcm"})
@@ -43,7 +43,7 @@ def main() -> int:
         key="bench",
         class_names=metadata["class_names"],
         input_size=metadata["input_size"],
-        temperature=float(metadata.get("metrics", {}).get("temperature", 1.0)),
+        decision=DecisionRule.from_dict(metadata.get("decision_rule")),
     )
     cold_load = time.perf_counter() - started
     first_started = time.perf_counter()
