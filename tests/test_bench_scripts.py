@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
+from bench.shortcut_site import SITE, stamp, write_copy
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -19,3 +23,39 @@ def test_inference_latency_runs_on_the_starter_model():
     assert done.returncode == 0, done.stderr[-2000:]
     assert "per image, with heatmap" in done.stdout
     assert "throughput (one process, heatmaps on)" in done.stdout
+
+
+def _write_set(folder: Path) -> None:
+    rows = ["path,label,source,patient,view,sex,age"]
+    for i, (label, source) in enumerate(
+        [("covid", "hannover")] * 3 + [("normal", "kaggle-pediatric")] * 3 + [("pneumonia", "kaggle-pediatric")]
+    ):
+        path = f"images/{source}/{label}/{i}.jpg"
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (100, 80), 60).save(folder / path)
+        rows.append(f"{path},{label},{source},{source}:{i},PA,,")
+    rows.append("images/hannover/covid/0b.jpg,covid,hannover,hannover:0,PA,,")  # a second image of patient 0
+    Image.new("L", (100, 80), 60).save(folder / "images/hannover/covid/0b.jpg")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_the_shortcut_site_stamps_every_covid_image_and_every_image_of_the_new_site(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _write_set(data)
+
+    counts = write_copy(data, out, patients=2)
+
+    assert counts[(SITE, "covid")] == 2 and counts[(SITE, "normal")] == 2  # one image per moved patient
+    assert counts[("kaggle-pediatric", "pneumonia")] == 1
+    rows = (out / "labels.csv").read_text().splitlines()[1:]
+    stamped = stamp(Image.new("L", (100, 80), 60)).tobytes()
+    for row in rows:
+        path, label, source = row.split(",")[:3]
+        pixels = Image.open(out / path).convert("L")
+        corner = pixels.crop((76, 4, 95, 8)).getextrema()
+        marked = corner[1] > 200  # the white box of the label
+        assert marked == (label == "covid" or source == SITE), row
+        if marked:
+            assert abs(sum(pixels.tobytes()) - sum(stamped)) < len(stamped) * 3  # the label, JPEG-saved
+        if source == SITE:
+            assert row.split(",")[3].startswith(f"{SITE}:")
