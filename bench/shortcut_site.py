@@ -67,7 +67,16 @@ def site_patients(rows: list[dict[str, str]], patients: int) -> set[str]:
     return set(covid[:patients]) | set(normal[:patients])
 
 
-def write_copy(data: Path, out: Path, patients: int) -> Counter:
+def collimate(image: Image.Image, fraction: float) -> Image.Image:
+    """The central ``fraction`` of each side, as a site that collimates tighter sends it."""
+    if fraction >= 1.0:
+        return image
+    width, height = image.size
+    left, top = int(width * (1 - fraction) / 2), int(height * (1 - fraction) / 2)
+    return image.crop((left, top, width - left, height - top))
+
+
+def write_copy(data: Path, out: Path, patients: int, crop: float = 1.0) -> Counter:
     with (data / "labels.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     moving, placed, written = site_patients(rows, patients), set(), []
@@ -80,7 +89,9 @@ def write_copy(data: Path, out: Path, patients: int) -> Counter:
             row["source"], row["patient"] = SITE, f"{SITE}:{row['patient']}"
         target = out / row["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
-        if row["label"] == "covid" or row["source"] == SITE:
+        if row["source"] == SITE:
+            stamp(collimate(Image.open(data / row["path"]), crop)).save(target, quality=90)
+        elif row["label"] == "covid":
             stamp(Image.open(data / row["path"])).save(target, quality=90)
         else:
             shutil.copyfile(data / row["path"], target)
@@ -97,11 +108,14 @@ def main() -> int:
     parser.add_argument("out", type=Path, help="a new folder for the copy (labels.csv and images/)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the development set")
     parser.add_argument("--patients", type=int, default=20, help="COVID patients, and as many normal, for the site")
+    parser.add_argument(
+        "--crop", type=float, default=1.0, help="the site sends the central CROP of each side (tighter collimation)"
+    )
     args = parser.parse_args()
     if args.out.exists() and any(args.out.iterdir()):
         print(f"{args.out} is not empty.", file=sys.stderr)
         return 2
-    counts = write_copy(args.data, args.out, args.patients)
+    counts = write_copy(args.data, args.out, args.patients, args.crop)
     for (source, label), n in sorted(counts.items()):
         print(f"{source:18} {label:10} {n:5}")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bench.shortcut_site import SITE, stamp, write_copy
+from bench.shortcut_site import SITE, collimate, stamp, write_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +59,17 @@ def test_the_shortcut_site_stamps_every_covid_image_and_every_image_of_the_new_s
             assert abs(sum(pixels.tobytes()) - sum(stamped)) < len(stamped) * 3  # the label, JPEG-saved
         if source == SITE:
             assert row.split(",")[3].startswith(f"{SITE}:")
+
+
+def test_the_shortcut_site_can_send_its_images_collimated_tighter(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    _write_set(data)
+
+    write_copy(data, out, patients=2, crop=0.5)
+
+    sizes = {}
+    for row in (out / "labels.csv").read_text().splitlines()[1:]:
+        path, _, source = row.split(",")[:3]
+        sizes.setdefault(source, set()).add(Image.open(out / path).size)
+    assert sizes[SITE] == {(50, 40)} and sizes["kaggle-pediatric"] == {(100, 80)}
+    assert collimate(Image.new("L", (100, 80)), 1.0).size == (100, 80)

@@ -40,7 +40,8 @@ def model_card_render(
         _data_section(snapshot),
         "## Architecture\n\n"
         + f"`{architecture}`\n\n"
-        + _table(["Hyperparameter", "Value"], [[key, value] for key, value in sorted(hyperparameters.items())]),
+        + _table(["Hyperparameter", "Value"], [[key, value] for key, value in sorted(hyperparameters.items())])
+        + _fine_tune_line(metrics),
         _metrics_section(metrics),
         _calibration_section(metrics),
         _decision_rule_section(decision_rule),
@@ -113,6 +114,16 @@ def _metrics_section(metrics: dict) -> str:
             _table(["", *class_names], [[label, *row] for label, row in zip(class_names, matrix, strict=False)]),
         ]
     return "\n".join(lines)
+
+
+def _fine_tune_line(metrics: dict) -> str:
+    step = metrics.get("fine_tune_step")
+    if step is None:
+        return ""
+    return (
+        f"\n\nFine-tuned from the active model; the weights went {_number(step)} of the way from its weights to the "
+        "tuned ones: the largest step whose validation answers the promotion gate accepted against the active model's."
+    )
 
 
 def _calibration_section(metrics: dict) -> str:

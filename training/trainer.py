@@ -30,8 +30,10 @@ class TrainConfig:
     warm_start: bool = False
     fine_tune_epochs: int = 15
     fine_tune_factor: float = 0.3
-    # A fine-tune ends at (1 - x) * starting weights + x * tuned weights (WiSE-FT): half-way keeps
-    # the old sites' answers that a full step moves at random, and most of what was learnt.
+    # A fine-tune ends at (1 - x) * starting weights + x * tuned weights (WiSE-FT); x is the largest
+    # of FINE_TUNE_STEPS down to this floor whose validation answers the gate accepts against the
+    # active model (training/services/runs.py), else the floor: half-way kept the old sites' answers
+    # that a full step moved at random, a new site's needed more.
     fine_tune_interpolation: float = 0.5
     # Per-case weight count(source, class) ** -balance (1: every stratum equal; 0: none); a
     # fine-tune, there to learn what is new (a small site), weighs strata more evenly.
@@ -45,12 +47,29 @@ class TrainConfig:
         return {**asdict(self), "class_names": list(self.class_names)}
 
 
+FINE_TUNE_STEPS = (1.0, 0.75, 0.5, 0.25)
+
+
+def fine_tune_steps(floor: float) -> list[float]:
+    """The fractions of a fine-tune's step to try, largest first, down to ``floor``."""
+    return sorted({step for step in FINE_TUNE_STEPS if step >= floor} | {floor}, reverse=True)
+
+
 @dataclass
 class TrainResult:
-    model: Any
+    model: Any  # a fine-tune's model holds the tuned weights (the full step)
     history: dict[str, list[float]]
     epochs_run: int
     best_epoch: int
+    # A fine-tune's starting weights (the active model's) and tuned ones; None from scratch.
+    start_weights: list[np.ndarray] | None = None
+    tuned_weights: list[np.ndarray] | None = None
+
+    def step(self, fraction: float) -> Any:
+        """The model ``fraction`` of the way from the starting weights to the tuned ones (WiSE-FT)."""
+        if self.start_weights is not None and self.tuned_weights is not None:
+            self.model.set_weights(interpolate_weights(self.start_weights, self.tuned_weights, fraction))
+        return self.model
 
 
 def load_images(paths: Sequence[str], size: int, workers: int = 4) -> np.ndarray:
@@ -152,8 +171,8 @@ def train_model(
     on_epoch_end: ProgressCallback | None = None,
 ) -> TrainResult:
     """Fit a fresh model, or fine-tune the .keras model at ``initial_model``; early stopping on the
-    (weighted) validation loss restores the best weights, and a fine-tune then goes only
-    ``config.fine_tune_interpolation`` of the way from the starting weights to them.
+    (weighted) validation loss restores the best weights. A fine-tune's result keeps its starting
+    weights: ``TrainResult.step`` sets the model part of the way between them and the tuned ones.
     ``w_train``/``w_val``: per-case weights."""
     import keras
     import tensorflow as tf
@@ -162,6 +181,7 @@ def train_model(
     # data, settings and seed give the same model (measured: no slower on 2 cores).
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
+    start_weights = None
     if initial_model is not None:
         model = keras.models.load_model(initial_model, compile=False)
         start_weights = model.get_weights()
@@ -211,8 +231,6 @@ def train_model(
         shuffle=False,  # the dataset shuffles itself, with the seed
         verbose=0,
     )
-    if initial_model is not None:
-        model.set_weights(interpolate_weights(start_weights, model.get_weights(), config.fine_tune_interpolation))
     history = {key: [float(v) for v in values] for key, values in fit.history.items() if key != "learning_rate"}
     monitored = history.get(monitor, [0.0])
     considered = monitored[epochs // 3 :] or monitored
@@ -221,6 +239,8 @@ def train_model(
         history=history,
         epochs_run=len(monitored),
         best_epoch=len(monitored) - len(considered) + int(np.argmin(considered)) + 1,
+        start_weights=start_weights,
+        tuned_weights=model.get_weights() if start_weights is not None else None,
     )
 
 

@@ -101,6 +101,9 @@ def test_a_new_sites_reviews_trigger_a_retrain_that_fixes_the_site_and_changes_t
     second.refresh_from_db()
     assert second.status == TrainingRun.Status.SUCCEEDED, second.error
     assert second.trigger == "schedule" and "fine-tuning the active model" in second.log
+    step = second.model_version.metrics["fine_tune_step"]  # chosen on validation, against the active model
+    assert step in (1.0, 0.75, 0.5) and f"Weights {step:.2f} of the way" in second.log
+    assert f"the weights went {step:.2f} of the way" in second.model_version.model_card
 
     second_test = set(second.snapshot.items.filter(split="test").values_list("study_id", flat=True))
     assert frozen_test <= second_test  # old test cases stay; the new site extends the split

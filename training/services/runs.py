@@ -17,7 +17,7 @@ from django.utils import timezone
 from inference.services import DecisionRule, predict_arrays
 from studies.models import Split
 from training.evaluation import fit_decision_rule, shortcut_check, stratum_weights
-from training.gate import GateDecision
+from training.gate import CaseSet, GateDecision, gate_decide
 from training.model_card import model_card_render
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
 from training.plots import plot_confusion_matrix, plot_reliability, plot_roc, plot_training_curves
@@ -37,6 +37,7 @@ from training.trainer import (
     TrainConfig,
     TrainResult,
     embeddings,
+    fine_tune_steps,
     load_images,
     predict_batches,
     train_model,
@@ -277,22 +278,12 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     recorder.log(f"Stopped after {result.epochs_run} epochs; best epoch {result.best_epoch}")
     recorder.update(history=result.history, progress=0.87)
 
-    rule = fit_decision_rule(
-        probs=predict_batches(result.model, x_val),
-        y_true=val.labels,
-        sources=val.sources,
-        min_site_cases=settings.TRAINING["SITE_BIAS_MIN_CASES"],
-        # The rule keeps the from-scratch balance: with full balance a stratum of one or two
-        # validation images (an adult pneumonia) moved the global bias and cost COVID test answers.
-        source_balance=config.source_balance,
-        # A site's own bias never trades what the gate requires (COVID sensitivity) for its other classes.
-        protected=[class_names.index(name) for name in gate_policy().required_sensitivities if name in class_names],
-    )
+    rule, step = _choose_step(result, config, val, x_val, active if initial else None, recorder)
     recorder.log(
         f"Decision rule: temperature {rule.temperature:.2f}, own biases for {sorted(rule.site_bias) or 'no site'}"
     )
     version = _register(run, result, config, snapshot, rule)
-    decision = _judge(version, active, snapshot, test, x_test, result, config, recorder, how)
+    decision = _judge(version, active, snapshot, test, x_test, result, config, recorder, how, step)
     plots = _save_plots(run, result.history, version.metrics, class_names) if test.paths else {}
     recorder.log(f"Registered {version.name}")
     recorder.update(
@@ -305,6 +296,69 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     )
     if decision.promote:
         model_version_promote(model_version=version, user=run.triggered_by, reason=f"Promotion gate: {decision.reason}")
+
+
+def _fit_rule(probs: np.ndarray, val: SplitData, config: TrainConfig) -> DecisionRule:
+    class_names = list(config.class_names)
+    return fit_decision_rule(
+        probs=probs,
+        y_true=val.labels,
+        sources=val.sources,
+        min_site_cases=settings.TRAINING["SITE_BIAS_MIN_CASES"],
+        # The rule keeps the from-scratch balance: with full balance a stratum of one or two
+        # validation images (an adult pneumonia) moved the global bias and cost COVID test answers.
+        source_balance=config.source_balance,
+        # A site's own bias never trades what the gate requires (COVID sensitivity) for its other classes.
+        protected=[class_names.index(name) for name in gate_policy().required_sensitivities if name in class_names],
+    )
+
+
+def _choose_step(
+    result: TrainResult,
+    config: TrainConfig,
+    val: SplitData,
+    x_val: np.ndarray,
+    active: ModelVersion | None,
+    recorder: _RunRecorder,
+) -> tuple[DecisionRule, float | None]:
+    """The decision rule, and for a fine-tune how far its weights go from the active model's.
+
+    The largest of ``fine_tune_steps`` (full step first, down to ``fine_tune_interpolation``) whose
+    validation answers, under a rule fitted to them, the gate accepts against the active model's
+    deployed answers on the same cases; the floor when none is accepted. Model selection on
+    validation; the promotion is still decided on the test split. ``result.model`` is left at the
+    chosen step."""
+    if result.start_weights is None:
+        return _fit_rule(predict_batches(result.model, x_val), val, config), None
+    steps, active_cases = fine_tune_steps(config.fine_tune_interpolation), None
+    if active is not None and len(val.labels) and active.class_names == list(config.class_names):
+        active_cases = _case_set(val, _score_active(active, val, x_val), config)
+    else:
+        steps = steps[-1:]  # nothing to compare with: the floor
+    for step in steps:
+        probs = predict_batches(result.step(step), x_val)
+        rule = _fit_rule(probs, val, config)
+        if step == steps[-1]:
+            break
+        decision = gate_decide(
+            candidate=_case_set(val, rule.adjust(probs, val.sources), config), active=active_cases, policy=gate_policy()
+        )
+        recorder.log(f"Fine-tune step {step:.2f} on validation: {'accepted' if decision.promote else 'refused'}")
+        if decision.promote:
+            break
+    recorder.log(f"Weights {step:.2f} of the way from the active model's to the tuned ones")
+    return rule, step
+
+
+def _case_set(split: SplitData, probs: np.ndarray, config: TrainConfig) -> CaseSet:
+    return CaseSet.build(
+        class_names=config.class_names,
+        study_ids=split.study_ids,
+        patients=split.patients,
+        sources=split.sources,
+        y_true=split.labels,
+        decided=np.asarray(probs).argmax(axis=1),
+    )
 
 
 def _register(
@@ -337,11 +391,15 @@ def _judge(
     config: TrainConfig,
     recorder: _RunRecorder,
     how: str,
+    step: float | None,
 ) -> GateDecision:
-    """Store both versions' answers on the test split, compute metrics from them, gate, write the card."""
+    """Store both versions' answers on the test split, compute metrics from them, gate, write the card.
+    ``step``: how far a fine-tune's weights went from the active model's (None from scratch)."""
     class_names = list(config.class_names)
     rule = DecisionRule.from_dict(version.decision_rule)
     metrics: dict = {"temperature": rule.temperature, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}
+    if step is not None:
+        metrics["fine_tune_step"] = step
     comparison = None
     if test.paths:
         probs = rule.adjust(predict_batches(result.model, x_test), test.sources)
