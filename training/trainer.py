@@ -57,7 +57,7 @@ def fine_tune_steps(floor: float) -> list[float]:
 
 @dataclass
 class TrainResult:
-    model: Any  # a fine-tune's model holds the tuned weights (the full step)
+    model: Any  # a fine-tune's model holds the tuned weights (the full step) until step() moves it
     history: dict[str, list[float]]
     epochs_run: int
     best_epoch: int
