@@ -195,11 +195,11 @@ def dicom_pixels(dataset) -> np.ndarray:
     from pydicom.pixels import apply_voi_lut
     from pydicom.uid import UID
 
-    syntax = UID(str(getattr(dataset, "file_meta", {}).get("TransferSyntaxUID", "")))
     try:
         pixels = dataset.pixel_array
     except Exception as exc:  # pydicom raises many types for broken pixel data
-        if syntax.is_compressed:  # the decoder's own words ("'NoneType' object has no attribute ...") say nothing
+        syntax = UID(str(getattr(dataset, "file_meta", {}).get("TransferSyntaxUID", "")))
+        if syntax.is_transfer_syntax and syntax.is_compressed:  # the decoder's own words say nothing
             name = SUPPORTED_TRANSFER_SYNTAXES.get(syntax, syntax)
             raise ImageDecodeError(f"Unreadable DICOM pixel data: the {name} stream is damaged or incomplete.") from exc
         raise ImageDecodeError(f"Unreadable DICOM pixel data: {exc}") from exc

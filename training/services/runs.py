@@ -278,7 +278,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     recorder.log(f"Stopped after {result.epochs_run} epochs; best epoch {result.best_epoch}")
     recorder.update(history=result.history, progress=0.87)
 
-    rule, step = _choose_step(result, config, val, x_val, active if initial else None, recorder)
+    rule, step = _choose_step(result, config, val, x_val, active, recorder)
     recorder.log(
         f"Decision rule: temperature {rule.temperature:.2f}, own biases for {sorted(rule.site_bias) or 'no site'}"
     )
