@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
+STARTER = ROOT / "models" / "starter"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 PRODUCTION_ROLES = ("web", "worker-inference", "worker-training", "beat")
@@ -81,9 +82,12 @@ class RedisServer:
 
 
 class Platform:
-    def __init__(self, mode: str, *, workdir: Path | None = None, extra_env: dict | None = None) -> None:
+    def __init__(
+        self, mode: str, *, workdir: Path | None = None, extra_env: dict | None = None, model: Path | None = None
+    ) -> None:
         assert mode in {"embedded", "production"}
         self.mode = mode
+        self.model = model or STARTER
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"cxr-{mode}-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -142,7 +146,7 @@ class Platform:
         )
 
     def prepare(self) -> None:
-        """A fresh database with the schema, the starter model active and a user with a token."""
+        """A fresh database with the schema, the model (the starter unless told) active and a user with a token."""
         (self.workdir / "media").mkdir(parents=True, exist_ok=True)
         if self.mode == "production":
             self._psql(f'DROP DATABASE IF EXISTS "{self.database}"')
@@ -151,7 +155,7 @@ class Platform:
             self.redis.start()
             self.env["CELERY_BROKER_URL"] = self.redis.url
         self.manage("migrate", "--noinput", "-v0")
-        self.manage("import_model", str(ROOT / "models" / "starter"), "--activate")
+        self.manage("import_model", str(self.model), "--activate")
         # A reviewer of one site ("bench"), holding an API token (knox: the token string is shown once).
         script = (
             "from django.contrib.auth import get_user_model; from knox.models import AuthToken; "

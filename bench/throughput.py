@@ -1,6 +1,7 @@
 """Prediction throughput and idle latency of the platform against the same model's own pipeline.
 
     .venv/bin/python bench/throughput.py [--mode embedded|production|both] [--studies 200] [--clients 4]
+                                         [--model DIR | --untrained vgg16 --input-size 224]
 
 In one run, on this machine:
   raw pipeline   one process: decode, batched forward + Grad-CAM, overlays (the model's own limit),
@@ -9,14 +10,19 @@ In one run, on this machine:
                  POST /api/studies/ by C client threads; timed from the first upload until every
                  study is predicted; then single studies uploaded one at a time on an idle platform,
                  timed from the upload until the API shows the prediction (polled every 20 ms)
+The model is the starter unless --model names an exported one (metadata.json + model.keras), or
+--untrained builds a randomly initialised network of that backbone (timing only: its answers mean
+nothing), e.g. the tutorial's VGG16 at 224 px, to see the platform's cost against a heavier model.
 Prints images/s, the platform/raw ratio, the idle added latency (platform - model's own), and the CPU
 milliseconds per image of web, workers and the upload clients against the raw pipeline's (contention-proof),
 and PostgreSQL's backends besides (production).
 """
 
 import argparse
+import json
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,19 +30,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import CpuSampler, Platform, cxr_images, wait_until  # noqa: E402
+from bench.harness import STARTER, CpuSampler, Platform, cxr_images, wait_until  # noqa: E402
+from training.architectures import BACKBONES  # noqa: E402
 
 
-def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float, float]:
+def untrained_model(backbone: str, input_size: int, into: Path) -> Path:
+    """An exported model directory with a randomly initialised ``backbone`` (the starter's metadata,
+    its decision rule included, with this architecture and input size)."""
+    from training.architectures import build_model
+
+    metadata = json.loads((STARTER / "metadata.json").read_text())
+    metadata.update(architecture=backbone, input_size=input_size)
+    metadata["hyperparameters"].update(backbone=backbone, input_size=input_size)
+    into.mkdir(parents=True, exist_ok=True)
+    network = build_model(backbone=backbone, input_size=input_size, class_names=metadata["class_names"])
+    network.save(into / "model.keras")
+    (into / "metadata.json").write_text(json.dumps(metadata))
+    return into
+
+
+def raw_pipeline(paths: list[Path], *, model: Path, batch_size: int) -> tuple[float, float, float]:
     """(images/s in batches, median single-image latency in s, CPU ms per image in batches) of the
     model in this process."""
-    import json
-
     from inference.services import decode_many, load_model, predict_batch, warm_up
 
-    metadata = json.loads((ROOT / "models/starter/metadata.json").read_text())
+    metadata = json.loads((model / "metadata.json").read_text())
     loaded = load_model(
-        str(ROOT / "models/starter/model.keras"),
+        str(model / "model.keras"),
         key="bench-raw",
         class_names=metadata["class_names"],
         input_size=metadata["input_size"],
@@ -56,9 +76,9 @@ def raw_pipeline(paths: list[Path], *, batch_size: int) -> tuple[float, float, f
     return images_per_s, statistics.median(singles), cpu_ms
 
 
-def platform_run(mode: str, paths: list[Path], *, clients: int, idle_samples: int, processes: int) -> dict:
+def platform_run(mode: str, paths: list[Path], *, model: Path, clients: int, idle_samples: int, processes: int) -> dict:
     extra = {"INFERENCE_CONCURRENCY": str(processes), "WORKER_CONCURRENCY": str(processes)} if processes else {}
-    platform = Platform(mode, extra_env=extra)
+    platform = Platform(mode, extra_env=extra, model=model)
     try:
         platform.prepare()
         platform.start()
@@ -124,17 +144,25 @@ def main() -> int:
     parser.add_argument("--idle-samples", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--processes", type=int, default=0, help="inference worker processes (0: one per core)")
+    parser.add_argument("--model", type=Path, default=STARTER, help="an exported model directory")
+    parser.add_argument("--untrained", choices=BACKBONES, help="a randomly initialised network instead (timing only)")
+    parser.add_argument("--input-size", type=int, default=224, help="with --untrained")
     args = parser.parse_args()
 
     paths = cxr_images(args.studies)
     modes = ["embedded", "production"] if args.mode == "both" else [args.mode]
-    results = {
-        mode: platform_run(mode, paths, clients=args.clients, idle_samples=args.idle_samples, processes=args.processes)
-        for mode in modes
-    }
-    raw_ips, raw_single, raw_cpu = raw_pipeline(paths, batch_size=args.batch_size)
+    with tempfile.TemporaryDirectory(prefix="cxr-untrained-") as scratch:
+        model = untrained_model(args.untrained, args.input_size, Path(scratch)) if args.untrained else args.model
+        results = {
+            mode: platform_run(
+                mode, paths, model=model, clients=args.clients, idle_samples=args.idle_samples, processes=args.processes
+            )
+            for mode in modes
+        }
+        raw_ips, raw_single, raw_cpu = raw_pipeline(paths, model=model, batch_size=args.batch_size)
+    name = f"untrained {args.untrained} at {args.input_size} px" if args.untrained else f"model {args.model.name}"
 
-    print(f"{len(paths)} real X-rays, {args.clients} upload clients, starter model, raw batches of {args.batch_size}")
+    print(f"{len(paths)} real X-rays, {args.clients} upload clients, {name}, raw batches of {args.batch_size}")
     print(
         f"raw pipeline (one process)          {raw_ips:7.1f} images/s; one image {raw_single * 1000:6.1f} ms; "
         f"{raw_cpu:.1f} ms CPU per image"

@@ -73,3 +73,16 @@ def test_the_shortcut_site_can_send_its_images_collimated_tighter(tmp_path):
         sizes.setdefault(source, set()).add(Image.open(out / path).size)
     assert sizes[SITE] == {(50, 40)} and sizes["kaggle-pediatric"] == {(100, 80)}
     assert collimate(Image.new("L", (100, 80)), 1.0).size == (100, 80)
+
+
+def test_the_throughput_bench_builds_an_untrained_model_the_platform_imports(tmp_path, db):
+    from bench.throughput import untrained_model
+    from training.registry_files import model_version_import
+    from training.services import model_version_load
+
+    directory = untrained_model("small_cnn", 64, tmp_path / "model")
+
+    version = model_version_import(directory=directory)
+    loaded = model_version_load(version=version)
+    assert version.input_size == 64 and version.architecture == "small_cnn"
+    assert loaded.model.input_shape == (None, 64, 64, 3)
