@@ -162,6 +162,9 @@ def _dicom_meta_check(data: bytes, limits: DecodeLimits) -> None:
         )
 
 
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010), little- and big-endian
+
+
 def dicom_read(data: bytes, limits: DecodeLimits | None = None):  # -> pydicom.Dataset
     """Parse a DICOM file with every size declared in its header checked; no pixel is decoded."""
     import pydicom
@@ -171,6 +174,10 @@ def dicom_read(data: bytes, limits: DecodeLimits | None = None):  # -> pydicom.D
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
         if "PixelData" not in dataset:
+            # pydicom stops, with a warning, where the file's structure breaks: a Pixel Data tag in the
+            # bytes then means a damaged or cut-off file, not one without an image.
+            if _PIXEL_DATA_TAGS[0] in data or _PIXEL_DATA_TAGS[1] in data:
+                raise ImageDecodeError("The DICOM file is damaged or cut short: its Pixel Data element cannot be read.")
             raise ImageDecodeError("The DICOM file holds no image (no Pixel Data element).")
         rows, columns = int(dataset.get("Rows", 0) or 0), int(dataset.get("Columns", 0) or 0)
         frames = int(dataset.get("NumberOfFrames", 1) or 1)

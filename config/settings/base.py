@@ -358,6 +358,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        # pydicom logs an ERROR with a traceback for every decoder plugin that fails on a damaged
+        # compressed upload, before it raises; the upload is then refused with a 400 naming the damage
+        # (inference/preprocessing.py), so the traceback is noise in the operator's log.
+        "pydicom.pixels.decoders.base": {"level": "CRITICAL"},
+    },
 }
 
 # make run: where the embedded setup finds data and writes the demo users' passwords.

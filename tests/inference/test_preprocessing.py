@@ -1,6 +1,7 @@
 """The one preprocessing function shared by training and prediction."""
 
 import io
+import logging
 
 import numpy as np
 import pytest
@@ -69,12 +70,22 @@ def test_a_compressed_dicom_decodes_to_the_same_pixels_as_the_uncompressed_one(s
     assert np.array_equal(load_grayscale(compressed), load_grayscale(original))
 
 
-def test_a_damaged_compressed_dicom_is_refused_naming_its_compression():
+def test_a_damaged_compressed_dicom_is_refused_naming_its_compression_without_an_error_in_the_log(caplog):
     compressed = dicom_transcoded(dicom_bytes(size=128), "1.2.840.10008.1.2.4.70")
     middle = compressed.rindex(b"\xe0\x7f\x10\x00") + (len(compressed) - compressed.rindex(b"\xe0\x7f\x10\x00")) // 2
     damaged = compressed[:middle] + bytes(range(64)) + compressed[middle + 64 :]
-    with pytest.raises(ImageDecodeError, match="the JPEG Lossless SV1 stream is damaged or incomplete"):
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.raises(ImageDecodeError, match="the JPEG Lossless SV1 stream is damaged"),
+    ):
         load_grayscale(damaged)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def test_a_cut_off_compressed_dicom_is_refused_as_damaged_not_as_holding_no_image():
+    compressed = dicom_transcoded(dicom_bytes(size=128), "1.2.840.10008.1.2.4.90")
+    with pytest.raises(ImageDecodeError, match="damaged or cut short"):
+        load_grayscale(compressed[:-200])
 
 
 @pytest.mark.parametrize(
