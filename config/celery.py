@@ -21,6 +21,15 @@ WATCHDOG_EXIT_CODE = 70
 _stopping = threading.Event()
 
 
+def dispatch_errors() -> tuple[type[BaseException], ...]:
+    """What a publish raises while the broker is unreachable: kombu's own errors, socket errors and
+    the transport client's (redis-py raises its ConnectionError on a stale pooled connection)."""
+    from kombu.exceptions import KombuError
+
+    connection = app.connection_for_write()
+    return (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
+
+
 def worker_consumes(hostname: str, *, timeout: float) -> bool | None:
     """Ping one worker through the broker. The reply comes from the worker's consumer loop, the
     one that also takes tasks, so an answer proves it consumes. None: the broker is unreachable

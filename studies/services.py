@@ -20,8 +20,8 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from kombu.exceptions import KombuError
 
+from config.celery import dispatch_errors
 from inference.preprocessing import (
     PNG_SIGNATURE,
     ImageDecodeError,
@@ -54,13 +54,6 @@ from studies.sites import review_check_allowed, site_get_or_create, study_delete
 from studies.tasks import study_predict_task
 
 logger = logging.getLogger(__name__)
-
-
-def _dispatch_errors() -> tuple[type[BaseException], ...]:
-    """What a publish raises while the broker is unreachable: kombu's own errors, socket errors and
-    the transport client's (redis-py raises its ConnectionError on a stale pooled connection)."""
-    connection = study_predict_task.app.connection_for_write()
-    return (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
 
 
 @dataclass(frozen=True)
@@ -208,7 +201,7 @@ def study_prediction_dispatch(*, study_id: int) -> bool:
         # No result is awaited here: without ignore_result the Redis result backend would open a
         # subscription first, and fail on its own while the broker restarts.
         study_predict_task.apply_async((study_id,), ignore_result=True)
-    except _dispatch_errors():
+    except dispatch_errors():
         logger.warning("Broker unreachable: study %s stays queued for the requeue job", study_id, exc_info=True)
         return False
     return True

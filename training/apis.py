@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.exceptions import RETRY_AFTER_SECONDS
 from studies.audit import access_record, request_address
 from studies.models import AccessEvent
 from studies.permissions import CanExport, CanPromote, CanTrain, HasRole
@@ -113,7 +114,7 @@ class ModelVersionPromoteApi(APIView):
         version = model_version_promote(
             model_version=get_object_or_404(ModelVersion, pk=pk),
             user=request.user,
-            reason=f"Manual activation by {request.user.get_username()}: {serializer.validated_data['reason']}",
+            reason=serializer.validated_data["reason"],  # the activation log records who, and from where
             override=serializer.validated_data["override"],
             address=request_address(request),
         )
@@ -177,6 +178,12 @@ class TrainingRunListCreateApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         run = training_run_create(user=request.user, trigger="api", hyperparameters=serializer.validated_data)
+        if run.status == TrainingRun.Status.FAILED:  # the broker was unreachable: nothing will run it
+            return Response(
+                {"detail": run.error, "run": TrainingRunOutputSerializer(run).data},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         return Response(TrainingRunOutputSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -144,6 +144,9 @@ def training_run_create_view(request: HttpRequest) -> HttpResponse:
         for text in error.messages:
             messages.error(request, text)
         return redirect("training:models")
+    if run.status == run.Status.FAILED:  # the broker was unreachable
+        messages.error(request, run.error)
+        return redirect("training:models")
     messages.success(request, f"Training run {run.pk} queued.")
     return redirect("training:run_detail", pk=run.pk)
 
@@ -154,14 +157,16 @@ def model_version_activate_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_perm(request, "training.promote_modelversion")
     version = get_object_or_404(model_version_list(), pk=pk)
     written = request.POST.get("reason", "").strip()
-    if request.POST.get("override") == "on":
+    override = request.POST.get("override") == "on"
+    if override:
         _require_perm(request, "training.override_modelversion")
     try:
         model_version_promote(
             model_version=version,
             user=request.user,
-            reason=f"Web UI, {request.user.get_username()}: {written or 'no reason given'}",
-            override=request.POST.get("override") == "on" and bool(written),
+            # An override is judged on the reader's own words (the service wants a written reason).
+            reason=written if override else written or "No reason given (web page).",
+            override=override,
             address=request_address(request),
         )
     except ValidationError as error:

@@ -112,3 +112,32 @@ def test_a_roll_back_through_the_api_is_refused_by_the_gate_unless_staff_overrid
 def test_active_model_endpoint_returns_404_when_none_is_active(api_client):
     api_client.force_authenticate(reviewer())
     assert api_client.get("/api/models/active/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_an_override_through_the_api_is_judged_on_the_readers_own_words(api_client, snapshot):
+    old = ModelVersionFactory()
+    model_version_promote(model_version=old, user=None, reason="first")
+    worse = ModelVersionFactory(snapshot=snapshot)
+    score_cases(old, snapshot, correct=30)
+    score_cases(worse, snapshot, correct=20)
+    api_client.force_authenticate(ml_lead())
+    response = api_client.post(f"/api/models/{worse.id}/promote/", {"reason": "x", "override": True}, format="json")
+    assert response.status_code == 400 and "written reason" in str(response.json())
+    assert ModelVersion.objects.get(is_active=True) == old
+
+
+@pytest.mark.django_db(transaction=True)  # the commit hook runs, as in production (a flushed database: no groups)
+def test_a_promotion_stands_when_the_broker_cannot_take_the_re_prediction(api_client, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from studies.tasks import repredict_unreviewed_task
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("Connection refused.")
+
+    monkeypatch.setattr(repredict_unreviewed_task, "delay", unreachable)
+    version = ModelVersionFactory()
+    api_client.force_authenticate(UserFactory(is_superuser=True))
+    response = api_client.post(f"/api/models/{version.id}/promote/", {"reason": "first model"}, format="json")
+    assert response.status_code == 200 and response.json()["is_active"]

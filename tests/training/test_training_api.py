@@ -90,3 +90,45 @@ def test_non_staff_cannot_export_a_dataset(api_client):
     snapshot = snapshot_create()
     api_client.force_authenticate(UserFactory())
     assert api_client.get(f"/api/datasets/{snapshot.id}/export/").status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_run_whose_worker_died_no_longer_blocks_a_new_one(api_client, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from training.services.runs import STALE_AFTER
+
+    dead = TrainingRun.objects.create(
+        status=TrainingRun.Status.RUNNING, heartbeat_at=timezone.now() - STALE_AFTER - timedelta(minutes=1)
+    )
+    api_client.force_authenticate(ml_lead())
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api_client.post("/api/training-runs/", {}, format="json")
+    assert response.status_code == 202
+    dead.refresh_from_db()
+    assert dead.status == TrainingRun.Status.FAILED and "no heartbeat" in dead.error
+
+
+@pytest.mark.django_db(transaction=True)  # the commit hook runs, as in production (a flushed database: no groups)
+def test_with_the_broker_down_a_run_start_answers_503_and_does_not_block_the_next(api_client, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from training.tasks import training_run_execute_task
+
+    def unreachable(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(training_run_execute_task, "delay", unreachable)
+    api_client.force_authenticate(UserFactory(is_superuser=True))
+    response = api_client.post("/api/training-runs/", {}, format="json")
+    assert response.status_code == 503 and response["Retry-After"]
+    assert "broker was unreachable" in response.json()["detail"]
+    assert TrainingRun.objects.get().status == TrainingRun.Status.FAILED
+
+    monkeypatch.undo()
+    sent = []
+    monkeypatch.setattr(training_run_execute_task, "delay", sent.append)
+    assert api_client.post("/api/training-runs/", {}, format="json").status_code == 202
+    assert len(sent) == 1

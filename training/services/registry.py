@@ -1,5 +1,6 @@
 """The model registry: register versions, judge them with the gate, change the active model."""
 
+import logging
 from functools import partial
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
 
+from config.celery import dispatch_errors
 from inference.services import DecisionRule, LoadedModel, load_model
 from studies.audit import access_record
 from studies.models import AccessEvent
@@ -16,6 +18,8 @@ from studies.tasks import repredict_unreviewed_task
 from training.gate import FIRST_VERSION, GateDecision, GatePolicy, gate_decide
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
 from training.selectors import evaluation_case_sets
+
+logger = logging.getLogger(__name__)
 
 MIN_OVERRIDE_REASON = 10
 
@@ -151,5 +155,18 @@ def model_version_promote(
         address=address,
     )
     # Open studies get the new model's answer too (in the background, low priority).
-    transaction.on_commit(partial(repredict_unreviewed_task.delay, model_version.pk))
+    transaction.on_commit(partial(_repredict_dispatch, model_version.pk))
     return model_version
+
+
+def _repredict_dispatch(model_version_id: int) -> None:
+    """The promotion is committed whatever the broker does: unreachable, the open studies keep their
+    old answers (the study page says which version answered) and the warning says so."""
+    try:
+        repredict_unreviewed_task.delay(model_version_id)
+    except dispatch_errors():
+        logger.warning(
+            "Broker unreachable: open studies were not sent for re-prediction by model %s",
+            model_version_id,
+            exc_info=True,
+        )

@@ -14,6 +14,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from config.celery import dispatch_errors
 from inference.services import DecisionRule, predict_arrays
 from studies.models import Split
 from training.evaluation import fit_decision_rule, shortcut_check, stratum_weights
@@ -76,7 +77,6 @@ def train_config_from_settings(**overrides: object) -> TrainConfig:
     return TrainConfig(**values)
 
 
-@transaction.atomic
 def training_run_create(
     *,
     user: AbstractBaseUser | None,
@@ -85,21 +85,37 @@ def training_run_create(
     dispatch: bool = True,
     note: str = "",
 ) -> TrainingRun:
-    """Queue a training run and dispatch it to the training queue once committed; one run at a time.
+    """Queue a training run and dispatch it to the training queue once committed; one run at a time
+    (a run whose worker died, silent past STALE_AFTER, no longer counts). With the broker unreachable
+    the run is failed at once with the reason (nothing would ever pick it up): the caller sees its
+    status.
 
     ``dispatch=False`` is for ``manage.py train``, which executes the run in its own process."""
-    busy = training_run_in_progress()
-    if busy is not None:
-        raise ValidationError(f"Training run {busy.pk} is already {busy.status}; wait for it to finish.")
-    run = TrainingRun.objects.create(
-        triggered_by=user, trigger=trigger, hyperparameters=hyperparameters or {}, log=note
-    )
-    if dispatch:
-        transaction.on_commit(partial(training_run_execute_task.delay, run.pk))
+    with transaction.atomic():
+        training_runs_release_stale()
+        busy = training_run_in_progress()
+        if busy is not None:
+            raise ValidationError(f"Training run {busy.pk} is already {busy.status}; wait for it to finish.")
+        run = TrainingRun.objects.create(
+            triggered_by=user, trigger=trigger, hyperparameters=hyperparameters or {}, log=note
+        )
+        if dispatch:
+            transaction.on_commit(partial(_training_run_dispatch, run))
     return run
 
 
-def _release_stale_runs() -> None:
+def _training_run_dispatch(run: TrainingRun) -> None:
+    try:
+        training_run_execute_task.delay(run.pk)
+    except dispatch_errors():
+        logger.warning("Broker unreachable: training run %s not started", run.pk, exc_info=True)
+        run.status = TrainingRun.Status.FAILED
+        run.error = "The task broker was unreachable, so the run was never started; start it again."
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "error", "finished_at"])
+
+
+def training_runs_release_stale() -> None:
     cutoff = timezone.now() - STALE_AFTER
     TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
         status=TrainingRun.Status.FAILED,
@@ -110,7 +126,7 @@ def _release_stale_runs() -> None:
 
 def _claim(run: TrainingRun) -> bool:
     """Move a queued run to running. The database's one-running-run constraint is the lock."""
-    _release_stale_runs()
+    training_runs_release_stale()
     now = timezone.now()
     try:
         with transaction.atomic():

@@ -5,7 +5,7 @@ from django.conf import settings
 from studies.selectors import review_corrections_by_source, studies_newly_reviewed_count
 from training.models import TrainingRun
 from training.selectors import training_run_in_progress, training_run_last_succeeded
-from training.services.runs import training_run_create
+from training.services.runs import training_run_create, training_runs_release_stale
 
 
 def retrain_due_reason(*, min_new_reviews: int | None = None) -> str | None:
@@ -29,6 +29,7 @@ def retrain_due_reason(*, min_new_reviews: int | None = None) -> str | None:
 
 def retrain_if_due(*, min_new_reviews: int | None = None) -> TrainingRun | None:
     """The scheduled job: start a run (fine-tuning the active model by default) when one is due."""
+    training_runs_release_stale()
     if training_run_in_progress() is not None:
         return None
     reason = retrain_due_reason(min_new_reviews=min_new_reviews)
