@@ -1,12 +1,11 @@
 """REST API for studies and reviews (and the audit trail): validate, select, call one service, serialize."""
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
@@ -49,7 +48,7 @@ from studies.services import (
     study_reject,
     study_send_back,
 )
-from studies.sites import site_for_upload, site_open_for_upload, site_slug_for_upload
+from studies.sites import site_for_upload, site_slug_for_upload
 
 # Stands for the study's id in a reversed URL (no path or host holds these digits).
 _ID_MARK = 987654321987654321
@@ -241,6 +240,8 @@ class StudyListCreateApi(APIView):
         },
     )
     def post(self, request: Request) -> Response:
+        if not isinstance(request.data, Mapping):
+            raise ValidationError({"non_field_errors": ["Send a multipart form with the file as 'image'."]})
         unknown = set(request.data.keys()) - self.allowed_fields
         if unknown:
             raise ValidationError(
@@ -249,16 +250,16 @@ class StudyListCreateApi(APIView):
         serializer = self.InputSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        with transaction.atomic():  # a site opened by this upload exists only with its study
-            study = study_create(
-                checked=data["image"],
-                uploaded_by=request.user,
-                site=data["site"] or site_open_for_upload(user=request.user, name=data.get("source", "").strip()),
-                patient_ref=data.get("patient_ref", ""),
-                view=data.get("view", ""),
-                notes=data.get("notes", ""),
-                address=request_address(request),
-            )
+        study = study_create(
+            checked=data["image"],
+            uploaded_by=request.user,
+            site=data["site"],  # None: a new site this upload opens (OPEN_SITES), with its study or not at all
+            source=data.get("source", ""),
+            patient_ref=data.get("patient_ref", ""),
+            view=data.get("view", ""),
+            notes=data.get("notes", ""),
+            address=request_address(request),
+        )
         card = study_card_as_created(study=study, user=request.user)
         return Response(StudyOutputSerializer(card, context={"request": request}).data, status=status.HTTP_201_CREATED)
 

@@ -296,6 +296,8 @@ def study_cards(*, user: AbstractBaseUser, ids: list[int]) -> list[dict]:
 
 def study_card_get_for_user(*, user: AbstractBaseUser, study_id: int) -> dict:
     """study_cards of one study; Http404 when the user may not see it (or it does not exist)."""
+    if not 0 < study_id < 2**63:  # beyond every id column (SQLite raises OverflowError on it in an IN list)
+        raise Http404("No Study matches the given query.")
     cards = study_cards(user=user, ids=[study_id])
     if not cards:
         raise Http404("No Study matches the given query.")

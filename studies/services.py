@@ -50,7 +50,13 @@ from studies.selectors import (
     user_is_adjudicator,
     user_is_reviewer,
 )
-from studies.sites import review_check_allowed, site_get_or_create, study_delete_check_allowed, user_reviews_site
+from studies.sites import (
+    review_check_allowed,
+    site_get_or_create,
+    site_open_for_upload,
+    study_delete_check_allowed,
+    user_reviews_site,
+)
 from studies.tasks import study_predict_task
 
 logger = logging.getLogger(__name__)
@@ -163,34 +169,48 @@ def _files_delete(*names: str) -> None:
             default_storage.delete(name)
 
 
-@transaction.atomic
 def study_create(
     *,
     checked: CheckedImage,
     uploaded_by: AbstractBaseUser | None,
-    site: Site,
+    site: Site | None,
+    source: str = "",
     patient_ref: str = "",
     view: str = "",
     notes: str = "",
     address: str = "",
 ) -> Study:
-    """Store a de-identified upload at ``site`` (its slug is the study's source) and dispatch its prediction
-    once the row is committed; a study with text burned into its pixels is held for a person's decision
-    instead (study_release). The audit trail records the upload (``address``: the client's)."""
-    study = Study(
-        site=site,
-        patient=patient_get_or_create(site=site, ref=patient_ref or checked.patient_ref),
-        view=view.strip(),
-        source=site.slug,
-        notes=notes,
-        uploaded_by=uploaded_by,
-        status=Study.Status.HELD if checked.hold_reason else Study.Status.QUEUED,
-        error=checked.hold_reason,
-    )
-    _study_save(checked=checked, study=study)
-    access_record(user=uploaded_by, action=AccessEvent.Action.UPLOAD, study=study, detail=study.status, address=address)
-    if not checked.hold_reason:
-        transaction.on_commit(lambda: study_prediction_dispatch(study_id=study.id))
+    """Store a de-identified upload at ``site`` (its slug is the study's source; None: open the site
+    named ``source``, as OPEN_SITES lets an upload do, in the same transaction) and dispatch its
+    prediction once the row is committed; a study with text burned into its pixels is held for a
+    person's decision instead (study_release). The audit trail records the upload (``address``: the
+    client's). If the transaction does not commit (a database lost mid-upload), the files written go too."""
+    study: Study | None = None
+    try:
+        with transaction.atomic():
+            site = site or site_open_for_upload(user=uploaded_by, name=source.strip())
+            study = Study(
+                site=site,
+                patient=patient_get_or_create(site=site, ref=patient_ref or checked.patient_ref),
+                view=view.strip(),
+                source=site.slug,
+                notes=notes,
+                uploaded_by=uploaded_by,
+                status=Study.Status.HELD if checked.hold_reason else Study.Status.QUEUED,
+                error=checked.hold_reason,
+            )
+            _study_save(checked=checked, study=study)
+            access_record(
+                user=uploaded_by, action=AccessEvent.Action.UPLOAD, study=study, detail=study.status, address=address
+            )
+            if not checked.hold_reason:
+                # robust: an error there is logged and the study stays queued for the requeue job, so
+                # anything that leaves this block was raised before the commit.
+                transaction.on_commit(partial(study_prediction_dispatch, study_id=study.id), robust=True)
+    except BaseException:
+        if study is not None:
+            _files_delete(study.image.name, study.rendition.name)
+        raise
     return study
 
 
@@ -262,6 +282,9 @@ def study_delete(*, study: Study, user: AbstractBaseUser | None = None, address:
     deleted which study of which site."""
     if user is not None:
         study_delete_check_allowed(study=study, user=user)
+    # The row locked first (waiting, not skipping; SQLite's writers queue anyway): a prediction batch
+    # holding it commits before the heatmaps are listed.
+    list(Study.objects.select_for_update(of=("self",)).filter(pk=study.pk).values_list("pk", flat=True))
     names = [study.image.name, study.rendition.name]
     names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
     access_record(user=user, action=AccessEvent.Action.DELETE, study=study, address=address)
@@ -671,27 +694,36 @@ def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loa
     readable = [(study, gray) for study, gray in zip(claimed, decoded, strict=True) if not isinstance(gray, Exception)]
     results = predict_batch([gray for _, gray in readable], loaded, sites=[study.source for study, _ in readable])
     outcomes: dict[int, str] = {}
-    with transaction.atomic():
-        for study, error in zip(claimed, decoded, strict=True):
-            if isinstance(error, Exception):
-                study_mark_failed(study=study, reason=str(error))
-                outcomes[study.pk] = "failed"
-        recorded = set(  # by an earlier delivery whose status write was lost: one query for the batch
-            Prediction.objects.filter(
-                study_id__in=[study.pk for study, _ in readable], model_version_id=model_version_id
-            ).values_list("study_id", flat=True)
-        )
-        _predictions_insert(
-            [
-                _prediction_build(study=study, model_version_id=model_version_id, result=result)
-                for (study, _), result in zip(readable, results, strict=True)
-                if study.pk not in recorded
+    predictions: list[Prediction] = []
+    try:
+        with transaction.atomic():
+            # A study erased while the batch ran is left out (its prediction would fail the whole batch's
+            # insert); locked rows make an erasure wait for this commit, then take the new heatmaps too.
+            existing = set(_lockable(Study.objects.filter(pk__in=[s.pk for s in claimed]).values_list("pk", flat=True)))
+            outcomes.update((study.pk, "missing") for study in claimed if study.pk not in existing)
+            for study, error in zip(claimed, decoded, strict=True):
+                if isinstance(error, Exception) and study.pk in existing:
+                    study_mark_failed(study=study, reason=str(error))
+                    outcomes[study.pk] = "failed"
+            answered = [
+                (study, result) for (study, _), result in zip(readable, results, strict=True) if study.pk in existing
             ]
-        )
-        outcomes.update((study.pk, "done") for study, _ in readable)
-        Study.objects.filter(pk__in=[study.pk for study, _ in readable]).update(
-            status=Study.Status.PREDICTED, error="", status_changed_at=timezone.now()
-        )
+            recorded = set(  # by an earlier delivery whose status write was lost: one query for the batch
+                Prediction.objects.filter(
+                    study_id__in=[study.pk for study, _ in answered], model_version_id=model_version_id
+                ).values_list("study_id", flat=True)
+            )
+            for study, result in answered:
+                if study.pk not in recorded:
+                    predictions.append(_prediction_build(study=study, model_version_id=model_version_id, result=result))
+            _predictions_insert(predictions)
+            outcomes.update((study.pk, "done") for study, _ in answered)
+            Study.objects.filter(pk__in=[study.pk for study, _ in answered]).update(
+                status=Study.Status.PREDICTED, error="", status_changed_at=timezone.now()
+            )
+    except BaseException:
+        _files_delete(*(prediction.heatmap.name for prediction in predictions if prediction.heatmap))
+        raise
     return outcomes
 
 

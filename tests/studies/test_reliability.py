@@ -212,3 +212,48 @@ def test_a_database_lost_mid_batch_gives_the_studies_back_to_the_queue_for_the_r
         study_predict_task.apply(args=[study.id], throw=True)
     study.refresh_from_db()
     assert study.status == Study.Status.QUEUED and not study.error
+
+
+@pytest.mark.django_db(transaction=True)  # the erasure commits while the batch runs, as another request would
+def test_a_study_erased_while_its_batch_runs_is_left_out_and_the_rest_are_predicted(
+    active_model, media_root, monkeypatch
+):
+    from studies import services
+
+    kept, erased, other = StudyFactory(), StudyFactory(), StudyFactory()
+    predict = services.predict_batch
+
+    def erase_meanwhile(grays, loaded, sites):
+        services.study_delete(study=Study.objects.get(pk=erased.pk))
+        return predict(grays, loaded, sites=sites)
+
+    monkeypatch.setattr(services, "predict_batch", erase_meanwhile)
+    outcomes = services.study_predict_many(
+        study_ids=[kept.pk, erased.pk, other.pk], model_version_id=active_model.pk, loaded=active_model_loaded()
+    )
+    assert outcomes == {kept.pk: "done", erased.pk: "missing", other.pk: "done"}
+    assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.PREDICTED}
+    heatmaps = {Path(name).name for name in Prediction.objects.values_list("heatmap", flat=True)}
+    assert len(heatmaps) == 2 and {p.name for p in (media_root / "heatmaps").iterdir()} == heatmaps
+
+
+def active_model_loaded():
+    from training.selectors import model_version_get_active
+    from training.services import model_version_load
+
+    return model_version_load(version=model_version_get_active())
+
+
+@pytest.mark.django_db
+def test_an_upload_whose_transaction_fails_leaves_no_file(api_client, media_root, monkeypatch):
+    from studies import services
+
+    def database_lost(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "access_record", database_lost)  # after the files are written
+    api_client.force_authenticate(uploader())
+    response = api_client.post("/api/studies/", {"image": SimpleUploadedFile("x.png", png_bytes())}, format="multipart")
+    assert response.status_code == 503
+    assert Study.objects.count() == 0
+    assert [p for p in media_root.rglob("*") if p.is_file()] == []

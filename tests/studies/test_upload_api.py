@@ -116,6 +116,21 @@ def test_upload_over_the_size_limit_returns_400_and_stores_nothing(api_client, u
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("body", ["[]", "null", "1", '"x"'])
+def test_a_json_body_that_is_not_an_object_returns_400(api_client, uploader_user, body):
+    api_client.force_authenticate(uploader_user)
+    response = api_client.post(URL, body, content_type="application/json")
+    assert response.status_code == 400 and "multipart" in response.json()["non_field_errors"][0]
+
+
+@pytest.mark.django_db
+def test_a_study_id_beyond_any_database_integer_is_404(api_client, uploader_user):
+    api_client.force_authenticate(uploader_user)
+    assert api_client.get("/api/studies/9223372036854775808/").status_code == 404
+    assert api_client.get("/api/studies/99999999999999999999/").status_code == 404
+
+
+@pytest.mark.django_db
 def test_upload_with_the_file_under_another_field_name_returns_400(api_client, uploader_user):
     api_client.force_authenticate(uploader_user)
     response = api_client.post(URL, {"file": SimpleUploadedFile("x.png", png_bytes())}, format="multipart")
