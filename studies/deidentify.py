@@ -125,12 +125,13 @@ def patient_ref_check(ref: str) -> str:
     return ref
 
 
-def notes_check(notes: str) -> str:
-    """Refuse notes that look like they carry an identifier; ValidationError says what was seen."""
+def notes_check(notes: str, *, field: str = "notes") -> str:
+    """Refuse free text (an upload's notes, a reader's comment or reason, shown to other readers) that
+    looks like it carries an identifier; ValidationError on ``field`` says what was seen."""
     problem = _identifier_in(notes)
     if problem:
         raise ValidationError(
-            {"notes": f"The notes look like they contain a patient identifier ({problem}); remove it and resend."}
+            {field: f"The {field} looks like it contains a patient identifier ({problem}); remove it and resend."}
         )
     return notes
 

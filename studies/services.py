@@ -37,6 +37,7 @@ from inference.services import LoadedModel, PredictionResult, decode_many, predi
 from studies.audit import access_record
 from studies.deidentify import (
     dicom_deidentify,
+    notes_check,
     patient_pseudonym,
     patient_ref_check,
     pixels_reencode,
@@ -410,6 +411,7 @@ def review_submit(
     Only a reviewer or lead of the study's site, never the uploader (unless ALLOW_SELF_REVIEW). Audited."""
     review_check_allowed(study=study, reviewer=reviewer)
     _check_label(label)
+    notes_check(comment, field="comment")
     _prediction_to_review(study)
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.reading_state == Study.Reading.REJECTED:
@@ -522,6 +524,7 @@ def review_adjudicate(
 ) -> Review:
     """An adjudicator settles readers' disagreement; the reason is kept with the final label (audited)."""
     _check_label(label)
+    notes_check(reason, field="reason")
     if not user_is_adjudicator(adjudicator):
         raise ValidationError({"study": "Only adjudicators may set a final label over the readers."})
     if not user_reviews_site(adjudicator, study.site_id):
@@ -555,6 +558,7 @@ def study_reject(
     """Take a study out of reading and out of every dataset, with a reason (a reader of its site). Audited,
     with the reason's code (the comment is free text and stays with the study)."""
     review_check_allowed(study=study, reviewer=reviewer)
+    notes_check(comment, field="comment")
     if reason not in RejectReason.values:
         raise ValidationError(
             {"reason": f"Unknown reason {reason!r}; expected one of {', '.join(RejectReason.values)}."}

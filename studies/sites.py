@@ -6,6 +6,8 @@ models, granted through groups (``ml-lead``); ``is_staff`` only opens the admin.
 everything everywhere.
 """
 
+import hashlib
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -168,7 +170,12 @@ def site_slug_for_upload(*, site: Site | None, source: str = "") -> str:
 
 
 def _slug(name: str) -> str:
-    return slugify(name)[:100] or DEFAULT_SITE
+    """The site's slug: its name in ASCII letters; a name with none (北京医院, Αθήνα) gets one from a hash
+    of it, so that two such hospitals never share one site."""
+    name = name.strip()
+    if not name:
+        return DEFAULT_SITE
+    return slugify(name)[:100] or f"site-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
 
 
 def _site_exists(name: str) -> bool:
@@ -200,7 +207,7 @@ def site_get_or_create(*, name: str = "") -> Site:
     """The site named ``name`` (by slug or name), created if missing: for imports and the admin's
     commands, never from an uploader's free text."""
     name = name.strip() or DEFAULT_SITE
-    slug = slugify(name)[:100] or DEFAULT_SITE
+    slug = _slug(name)
     site = Site.objects.filter(slug=slug).first() or Site.objects.filter(name=name).first()
     if site is None:
         site = Site(name=name[:100], slug=slug)

@@ -158,3 +158,19 @@ def test_a_predicted_label_filter_does_not_reveal_the_model_to_a_blinded_reader(
     assert [s["id"] for s in api_client.get("/api/review-queue/", {"predicted_label": "covid"}).json()["results"]] == [
         study.pk
     ]
+
+
+def test_a_readers_comment_that_carries_an_identifier_is_refused_and_nothing_is_recorded(api_client):
+    study = PredictionFactory().study
+    api_client.force_authenticate(reviewer())
+
+    review = api_client.post(
+        f"/api/studies/{study.pk}/reviews/", {"label": "normal", "comment": "Patient DOE^JOHN 1970-01-01"}
+    )
+    reject = api_client.post(f"/api/studies/{study.pk}/reject/", {"reason": "wrong_view", "comment": "DOE^JOHN"})
+
+    assert review.status_code == 400 and "patient identifier" in review.json()["comment"][0]
+    assert reject.status_code == 400 and "patient identifier" in reject.json()["comment"][0]
+    assert not Review.objects.exists()
+    study.refresh_from_db()
+    assert study.reading_state != "rejected"

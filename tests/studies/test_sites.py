@@ -132,3 +132,16 @@ def test_without_open_sites_a_new_source_is_refused(api_client, settings):
 
     assert response.status_code == 400
     assert not Study.objects.exists()
+
+
+def test_hospitals_named_without_latin_letters_each_open_their_own_site(api_client, settings):
+    settings.OPEN_SITES = True
+    api_client.force_authenticate(uploader())
+
+    for name in ("北京医院", "東京病院", "北京医院"):
+        assert _upload(api_client, source=name).status_code == 201
+
+    by_site = {site.name: site.slug for site in (study.site for study in Study.objects.select_related("site"))}
+    assert set(by_site) == {"北京医院", "東京病院"}
+    assert len(set(by_site.values())) == 2 and all(slug.startswith("site-") for slug in by_site.values())
+    assert Study.objects.filter(site__name="北京医院").count() == 2
