@@ -1,5 +1,6 @@
 """REST API for model versions, training runs and curated dataset snapshots."""
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
@@ -16,7 +17,7 @@ from studies.audit import access_record, request_address
 from studies.models import AccessEvent
 from studies.permissions import CanExport, CanPromote, CanTrain, HasRole
 from studies.selectors import prediction_agreement_by_source
-from training.architectures import BACKBONES
+from training.architectures import BACKBONES, ArchitectureError, weights_check
 from training.models import DatasetSnapshot, ModelVersion, TrainingRun
 from training.selectors import model_version_get_active, model_version_list, snapshot_list, training_run_list
 from training.services import model_version_promote, snapshot_export_zip, training_run_create
@@ -165,6 +166,14 @@ class TrainingRunListCreateApi(APIView):
             required=False,
             help_text="Fine-tune the active model (default when it is compatible) or start from scratch.",
         )
+
+        def validate(self, attrs: dict) -> dict:
+            backbone = attrs.get("backbone", settings.TRAINING["BACKBONE"])
+            try:
+                weights_check(backbone=backbone, weights=attrs.get("weights", settings.TRAINING["WEIGHTS"]))
+            except ArchitectureError as exc:
+                raise serializers.ValidationError({"weights": str(exc)}) from exc
+            return attrs
 
     def get_permissions(self) -> list:
         return [HasRole(), CanTrain()] if self.request.method == "POST" else super().get_permissions()

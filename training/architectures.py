@@ -34,6 +34,15 @@ def _resolve_weights(weights: str) -> str | None:
     return weights
 
 
+def weights_check(*, backbone: str, weights: str) -> str | None:
+    """The weights a backbone would start from (None: random), or ArchitectureError saying why not:
+    asked before a run is queued, so that a bad pair is a 400, not a run failing in the worker."""
+    resolved = _resolve_weights(weights)
+    if backbone == "small_cnn" and resolved is not None:
+        raise ArchitectureError("small_cnn has no pretrained weights; use weights='none'.")
+    return resolved
+
+
 def _small_cnn(inputs: Any, layers: Any) -> Any:
     """A compact CNN (~0.35 M parameters) that trains from scratch on 2 CPU cores in minutes."""
     x = layers.Rescaling(1.0 / 255)(inputs)
@@ -87,9 +96,7 @@ def build_model(
 
     if backbone not in BACKBONES:
         raise ArchitectureError(f"Unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}.")
-    resolved = _resolve_weights(weights)
-    if backbone == "small_cnn" and resolved is not None:
-        raise ArchitectureError("small_cnn has no pretrained weights; use weights='none'.")
+    resolved = weights_check(backbone=backbone, weights=weights)
     inputs = keras.Input((input_size, input_size, 3), name="image")
     if backbone == "small_cnn":
         features = _small_cnn(inputs, layers)

@@ -132,3 +132,18 @@ def test_with_the_broker_down_a_run_start_answers_503_and_does_not_block_the_nex
     monkeypatch.setattr(training_run_execute_task, "delay", sent.append)
     assert api_client.post("/api/training-runs/", {}, format="json").status_code == 202
     assert len(sent) == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"backbone": "small_cnn", "weights": "imagenet"}, "no pretrained weights"),
+        ({"backbone": "vgg16", "weights": "/nonexistent.weights.h5"}, "not found"),
+    ],
+)
+def test_weights_a_backbone_cannot_start_from_are_a_400_before_any_run_is_queued(api_client, fields, message):
+    api_client.force_authenticate(ml_lead())
+    response = api_client.post("/api/training-runs/", fields, format="json")
+    assert response.status_code == 400 and message in response.json()["weights"][0]
+    assert not TrainingRun.objects.exists()
