@@ -131,7 +131,10 @@ def notes_check(notes: str, *, field: str = "notes") -> str:
     problem = _identifier_in(notes)
     if problem:
         raise ValidationError(
-            {field: f"The {field} looks like it contains a patient identifier ({problem}); remove it and resend."}
+            {
+                field: f"The words of '{field}' look like they contain a patient identifier ({problem}); "
+                "remove them and resend."
+            }
         )
     return notes
 
