@@ -19,6 +19,7 @@ import numpy as np
 OVERALL = "overall"
 FIRST_VERSION = "No active model: the first version is activated."
 BALANCED_ACCURACY = "balanced_accuracy"
+EMPTY_TEST_SPLIT = "The test split is empty: nothing shows the candidate is not worse."
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def gate_decide(*, candidate: CaseSet, active: CaseSet | None, policy: GatePolic
     if candidate.study_ids != active.study_ids or not np.array_equal(candidate.y_true, active.y_true):
         raise ValueError("Candidate and active model must be scored on the same test cases, in the same order.")
     if not candidate.study_ids:
-        return GateDecision(False, "The test split is empty: nothing shows the candidate is not worse.")
+        return GateDecision(False, EMPTY_TEST_SPLIT)
 
     weights = _stratified_patient_bootstrap(candidate.patients, candidate.sources, policy)
     rows = []

@@ -65,6 +65,11 @@ def evaluation_case_set(*, version: ModelVersion, snapshot_id: int, study_keys: 
     )
 
 
+def evaluation_cases_exist(*, version: ModelVersion, snapshot_id: int) -> bool:
+    """Whether ``version`` was scored on any case of the snapshot's test split (none: the split is empty)."""
+    return EvaluationCase.objects.filter(model_version=version, snapshot_id=snapshot_id).exists()
+
+
 def evaluation_case_sets(
     *, candidate: ModelVersion, active: ModelVersion, snapshot_id: int
 ) -> tuple[CaseSet, CaseSet] | None:

@@ -70,8 +70,17 @@ def test_an_override_needs_a_written_reason_and_is_logged_as_one(snapshot):
 def test_a_version_never_compared_with_the_active_one_needs_an_override(snapshot):
     old, other = ModelVersionFactory(), ModelVersionFactory(snapshot=snapshot)
     model_version_promote(model_version=old, user=None, reason="first")
+    score_cases(other, snapshot, correct=30)
     with pytest.raises(ValidationError, match="was not scored on"):
         model_version_promote(model_version=other, user=None, reason="no comparison")
+
+
+@pytest.mark.django_db
+def test_a_version_judged_on_an_empty_test_split_is_refused_saying_so(snapshot):
+    old, other = ModelVersionFactory(), ModelVersionFactory(snapshot=snapshot)
+    model_version_promote(model_version=old, user=None, reason="first")
+    with pytest.raises(ValidationError, match="The test split is empty"):
+        model_version_promote(model_version=other, user=None, reason="no test cases")
 
 
 @pytest.mark.django_db

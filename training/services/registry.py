@@ -15,9 +15,9 @@ from inference.services import DecisionRule, LoadedModel, load_model
 from studies.audit import access_record
 from studies.models import AccessEvent
 from studies.tasks import repredict_unreviewed_task
-from training.gate import FIRST_VERSION, GateDecision, GatePolicy, gate_decide
+from training.gate import EMPTY_TEST_SPLIT, FIRST_VERSION, GateDecision, GatePolicy, gate_decide
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
-from training.selectors import evaluation_case_sets
+from training.selectors import evaluation_case_sets, evaluation_cases_exist
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ def model_version_gate(*, candidate: ModelVersion, active: ModelVersion | None) 
     if candidate.snapshot_id is None:
         return GateDecision(False, f"{candidate.name} has no test split of its own to be compared on.")
     pair = evaluation_case_sets(candidate=candidate, active=active, snapshot_id=candidate.snapshot_id)
+    if pair is None and not evaluation_cases_exist(version=candidate, snapshot_id=candidate.snapshot_id):
+        return GateDecision(False, EMPTY_TEST_SPLIT)
     if pair is None:
         return GateDecision(
             False,
