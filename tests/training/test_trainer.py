@@ -158,3 +158,17 @@ def test_without_an_active_model_to_compare_with_a_fine_tune_goes_its_floor(fine
 def test_weights_of_different_networks_are_not_interpolated():
     with pytest.raises(ValueError, match="different networks"):
         interpolate_weights([np.zeros(3)], [np.zeros(4)], 0.5)
+
+
+def test_a_diverged_fit_fails_the_run_before_anything_is_registered(tiny_model_path):
+    import keras
+
+    from training.services.runs import TrainingError, weights_check_finite
+
+    model = keras.models.load_model(tiny_model_path, compile=False)
+    weights_check_finite(model)  # a sound model passes
+    broken = model.get_weights()
+    broken[-1] = np.full_like(broken[-1], np.nan)
+    model.set_weights(broken)
+    with pytest.raises(TrainingError, match="diverged"):
+        weights_check_finite(model)

@@ -5,6 +5,7 @@ import tempfile
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -293,6 +294,7 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     )  # fmt: skip
     recorder.log(f"Stopped after {result.epochs_run} epochs; best epoch {result.best_epoch}")
     recorder.update(history=result.history, progress=0.87)
+    weights_check_finite(result.model)
 
     rule, step = _choose_step(result, config, val, x_val, active, recorder)
     recorder.log(
@@ -312,6 +314,16 @@ def _execute(run: TrainingRun, recorder: _RunRecorder) -> None:
     )
     if decision.promote:
         model_version_promote(model_version=version, user=run.triggered_by, reason=f"Promotion gate: {decision.reason}")
+
+
+def weights_check_finite(model: Any) -> None:
+    """A diverged fit (a learning rate too high) has NaN or infinite weights: the run fails saying so,
+    before anything is registered, judged or offered for promotion."""
+    if not all(np.isfinite(weights).all() for weights in model.get_weights()):
+        raise TrainingError(
+            "Training diverged: the model's weights are not finite (NaN or infinity). Nothing was registered; "
+            "start again with a lower learning rate."
+        )
 
 
 def _fit_rule(probs: np.ndarray, val: SplitData, config: TrainConfig) -> DecisionRule:
