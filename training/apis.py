@@ -158,7 +158,12 @@ class TrainingRunListCreateApi(APIView):
 
         backbone = serializers.ChoiceField(choices=BACKBONES, required=False)
         weights = serializers.CharField(required=False, help_text="none, imagenet or a local weights path")
-        epochs = serializers.IntegerField(required=False, min_value=1, max_value=500)
+        epochs = serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=500,
+            help_text="Epochs of a run from scratch; a fine-tune (warm start) runs TRAINING_FINE_TUNE_EPOCHS.",
+        )
         input_size = serializers.IntegerField(required=False, min_value=32, max_value=512)
         batch_size = serializers.IntegerField(required=False, min_value=1, max_value=256)
         learning_rate = serializers.FloatField(required=False, min_value=1e-6, max_value=1.0)
