@@ -400,3 +400,13 @@ def test_a_sites_own_bias_never_costs_a_protected_validation_case():
         guarded.adjust(probs[:300], ["a"] * 300).argmax(1).tolist()
         == free.adjust(probs[:300], ["a"] * 300).argmax(1).tolist()
     )
+
+
+def test_a_few_validation_cases_all_answered_right_do_not_drive_the_temperature_to_its_floor():
+    """On a fresh installation a run's validation split holds ~15 cases; if the model answers them all
+    right, the NLL keeps falling as T -> 0, and T = 0.05 made every served probability 0 or 1."""
+    y = np.arange(15) % 3
+    probs = np.full((15, 3), 0.1) + 0.7 * np.eye(3)[y]  # right, at 0.8
+    rule = fit_decision_rule(probs=probs, y_true=y, sources=["a"] * 15)
+    assert rule.temperature > 0.5
+    assert rule.adjust(probs).max() < 0.999
