@@ -6,6 +6,9 @@ hospital's patients are uploaded through the REST API and reviewed with their tr
 started through the API (it fine-tunes A); the other half, uploaded but never reviewed, judges A
 against the served model, and the old sources are compared case by case on the frozen test split.
 
+With --start starter, version A is the bundled starter model and the platform holds only the 40
+bundled samples besides the new hospital: what a fresh clone without ../shared starts from.
+
 Scenario "new-sources": train A on some sources, upload and review others, retrain B, compare both
 per source on the same frozen, patient-level test split.
 
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from rest_framework.response import Response
     from rest_framework.test import APIClient
 
-    from training.models import TrainingRun
+    from training.models import ModelVersion, TrainingRun
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "cxr"
@@ -78,6 +81,13 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", choices=("new-site", "new-sources"), default="new-site")
     parser.add_argument("--site", default="cohen-early", help="new-site: the hospital left out of version A")
+    parser.add_argument(
+        "--start",
+        choices=("scratch", "starter"),
+        default="scratch",
+        help="new-site: version A trained from scratch on the other sources of --data, or the bundled starter "
+        "model with the 40 bundled samples (a fresh clone without ../shared)",
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder holding labels.csv and images/")
     parser.add_argument("--train-sources", default=DEFAULT_TRAIN_SOURCES, help="sources imported for version A")
     parser.add_argument("--new-sources", default=DEFAULT_NEW_SOURCES, help="sources uploaded and reviewed")
@@ -467,10 +477,18 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
     from training.selectors import model_version_get_active
 
     class_names = list(settings.CLASS_NAMES)
-    with watch.step("1 import the other sources"):
-        imported = import_sources(data, train_sources)
-    with watch.step("2 train version A (from scratch)"):
-        run_a = train_version({**overrides, "warm_start": False})
+    if args.start == "starter":
+        with watch.step("1-2 import the bundled samples and activate the starter model (a fresh clone)"):
+            imported = import_sources(REPO_ROOT / "samples", sorted({r["source"] for r in samples_rows()}))
+            version_a = starter_activate()
+            train_sources = sorted(imported)
+        info_a = {"name": version_a.name, "imported_from": "models/starter", "metrics": version_a.metrics}
+    else:
+        with watch.step("1 import the other sources"):
+            imported = import_sources(data, train_sources)
+        with watch.step("2 train version A (from scratch)"):
+            run_a = train_version({**overrides, "warm_start": False})
+        version_a, info_a = run_a.model_version, version_info(run_a)
     uploader, reviewer = api_client("uploader", [args.site]), api_client("reviewer", [args.site])
     staff = staff_client()
     with watch.step("3 upload the judging half (A predicts; never reviewed)"):
@@ -497,6 +515,7 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
         "settings": {
             "data": str(data),
             "site": args.site,
+            "start": args.start,
             "train_sources": train_sources,
             "hyperparameter_overrides": overrides,
             "class_names": class_names,
@@ -508,7 +527,7 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
             "judge": {"images": len(judge_rows), "patients": len({r["patient"] for r in judge_rows})},
         },
         "reviews": reviews,
-        "version_a": version_info(run_a),
+        "version_a": info_a,
         "version_b": version_info(run_b),
         "judge_half": {"a": judge_summary(before, class_names), "served_after": judge_summary(after, class_names)},
         "final_test_split": {
@@ -517,12 +536,27 @@ def run_new_site(args: argparse.Namespace, watch: Stopwatch, workdir: Path) -> d
         },
         "gate": version_b.gate,
         "served": {
-            "before": run_a.model_version.name,
+            "before": version_a.name,
             "after": active.name if active else None,
             "judge_half_answered_by": sorted({str(u["model_version"]) for u in after}),
         },
         "note": HONEST_NOTE,
     }
+
+
+def samples_rows() -> list[dict[str, str]]:
+    with (REPO_ROOT / "samples" / "labels.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def starter_activate() -> "ModelVersion":
+    """The bundled starter model, registered and activated as `make run` does on first start."""
+    from django.core.management import call_command
+
+    from training.selectors import model_version_get_active
+
+    call_command("import_model", str(REPO_ROOT / "models" / "starter"), "--activate", stdout=io.StringIO())
+    return model_version_get_active()
 
 
 def staff_client() -> "APIClient":
@@ -541,7 +575,13 @@ def print_new_site_report(report: dict[str, Any]) -> None:
     settings = report["settings"]
     class_names = settings["class_names"]
     print("\n=== Learning-loop benchmark: a new site ===")
-    print(f"site {settings['site']} left out of version A (trained on {', '.join(settings['train_sources'])})")
+    if settings.get("start") == "starter":
+        print(
+            f"site {settings['site']}; version A is the bundled starter model, beside the bundled samples "
+            f"({', '.join(settings['train_sources'])}): a fresh clone without ../shared"
+        )
+    else:
+        print(f"site {settings['site']} left out of version A (trained on {', '.join(settings['train_sources'])})")
     halves = report["halves"]
     print(
         f"learning half: {halves['learn']['images']} images of {halves['learn']['patients']} patients, uploaded and "

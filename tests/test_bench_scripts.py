@@ -1,6 +1,7 @@
 """The benchmark scripts still run against the code they measure (a signature change once left one
 failing unnoticed). Their figures are printed, never asserted: only that they run to the end."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,27 @@ def test_the_throughput_bench_builds_an_untrained_model_the_platform_imports(tmp
     loaded = model_version_load(version=version)
     assert version.input_size == 64 and version.architecture == "small_cnn"
     assert loaded.model.input_shape == (None, 64, 64, 3)
+
+
+def test_the_learning_loop_runs_from_the_starter_model_as_a_fresh_clone_would(tmp_path):
+    from tests.images import png_bytes
+
+    data = tmp_path / "data"
+    rows = ["path,label,source,patient,view,sex,age"]
+    for i, label in enumerate(["covid", "normal"] * 6):
+        path = f"images/new-hospital/{label}/{i}.png"
+        (data / path).parent.mkdir(parents=True, exist_ok=True)
+        (data / path).write_bytes(png_bytes(size=128, label=label, seed=i))
+        rows.append(f"{path},{label},new-hospital,new:{i},PA,,")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n")
+
+    done = subprocess.run(
+        [sys.executable, "bench/learning_loop.py", "--start", "starter", "--data", str(data), "--site",
+         "new-hospital", "--workdir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "version A is the bundled starter model" in done.stdout
+    starter = json.loads((ROOT / "models" / "starter" / "metadata.json").read_text())["name"]
+    assert f"served model: {starter} ->" in done.stdout
