@@ -150,3 +150,51 @@ def test_a_promotion_stands_when_the_broker_cannot_take_the_re_prediction(api_cl
     api_client.force_authenticate(UserFactory(is_superuser=True))
     response = api_client.post(f"/api/models/{version.id}/promote/", {"reason": "first model"}, format="json")
     assert response.status_code == 200 and response.json()["is_active"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_promotions_at_once_are_judged_one_after_the_other(monkeypatch):
+    import threading
+    import time
+
+    from django.db import connection
+
+    from training.services import registry
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite queues writers; the race needs PostgreSQL's row locks (CI=true)")
+    snapshot = DatasetSnapshot.objects.create(content_hash="y" * 64)
+    old = ModelVersionFactory()
+    model_version_promote(model_version=old, user=None, reason="first")
+    first, second = ModelVersionFactory(snapshot=snapshot), ModelVersionFactory(snapshot=snapshot)
+    for version, correct in ((old, 15), (first, 30), (second, 30)):
+        score_cases(version, snapshot, correct=correct)
+    gate = registry.model_version_gate
+
+    def slow_gate(**kwargs):
+        decision = gate(**kwargs)
+        time.sleep(0.5)  # the first promotion holds its transaction open while the second arrives
+        return decision
+
+    monkeypatch.setattr(registry, "model_version_gate", slow_gate)
+    errors = []
+
+    def promote(version):
+        try:
+            model_version_promote(model_version=version, user=None, reason="at once")
+        except Exception as exc:  # the failure this test is about: an IntegrityError (a 500)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=promote, args=(version,)) for version in (first, second)]
+    threads[0].start()
+    time.sleep(0.2)
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert list(ModelVersion.objects.filter(is_active=True)) == [second]
+    log = ModelActivation.objects.order_by("-pk").first()
+    assert log.previous == first  # judged against the version the first promotion activated

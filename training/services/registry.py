@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files import File
-from django.db import transaction
+from django.db import connection, transaction
 
 from config.celery import dispatch_errors
 from inference.services import DecisionRule, LoadedModel, load_model
@@ -108,6 +108,19 @@ def model_version_load(*, version: ModelVersion) -> LoadedModel:
     )
 
 
+PROMOTION_LOCK = 0x6378_7270  # "cxrp": the advisory lock key that serializes promotions
+
+
+def _promotions_one_at_a_time() -> None:
+    """A promotion waits for one in flight, then judges against the version that one activated. Locking
+    the active row alone is not enough on PostgreSQL: the waiting promotion re-checks that row after
+    the other commits, finds it no longer active, and saw no active model (the gate's "first version")
+    and then broke the one-active constraint with a 500. SQLite's writers queue anyway."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PROMOTION_LOCK])
+
+
 @transaction.atomic
 def model_version_promote(
     *,
@@ -123,6 +136,7 @@ def model_version_promote(
     refuses, only an ``override`` with a written ``reason`` activates the version (a roll-back
     usually is one); the activation log keeps who, why and what the gate said, the audit trail
     who and from where (``address``)."""
+    _promotions_one_at_a_time()
     previous = ModelVersion.objects.select_for_update().filter(is_active=True).first()
     if previous is not None and previous.pk == model_version.pk:
         return model_version
