@@ -76,16 +76,17 @@ def _is_dicom(head: bytes) -> bool:
     return len(head) >= DICOM_MAGIC_OFFSET + 4 and head[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM"
 
 
-def _to_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Window to the 0.5th..99.5th percentile and scale to 0..255.
+def _to_uint8(pixels: np.ndarray, *, ignore: np.ndarray | None = None) -> np.ndarray:
+    """Window to the 0.5th..99.5th percentile and scale to 0..255 (``ignore``: pixels the percentiles
+    leave out, a DICOM's padding).
 
     8- and 16-bit images (every PNG and JPEG, most DICOM) take an exact shortcut: the percentiles from
     a histogram and the stretch as a lookup table, the same numbers as np.percentile and the float
     arithmetic below (tested), about 10x faster, which matters in the upload request and the worker."""
-    if pixels.dtype in (np.uint8, np.uint16) and pixels.size:
+    if ignore is None and pixels.dtype in (np.uint8, np.uint16) and pixels.size:
         return _to_uint8_lookup(pixels)
     pixels = pixels.astype(np.float32)
-    low, high = np.percentile(pixels, [0.5, 99.5])
+    low, high = np.percentile(pixels if ignore is None else pixels[~ignore], [0.5, 99.5])
     return _stretch(pixels, low, high)
 
 
@@ -198,8 +199,10 @@ def dicom_read(data: bytes, limits: DecodeLimits | None = None):  # -> pydicom.D
 
 
 def dicom_pixels(dataset) -> np.ndarray:
-    """The 8-bit grayscale of a checked dataset: pixels, then its VOI LUT or window, then MONOCHROME1 inverted."""
-    from pydicom.pixels import apply_voi_lut
+    """The 8-bit grayscale of a checked dataset: pixels, then its modality LUT (rescale) and VOI LUT or
+    window (defined on the rescaled values), then MONOCHROME1 inverted. Padding (PixelPaddingValue, the
+    area outside the collimated field) is left out of the contrast stretch and shown black."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
     from pydicom.uid import UID
 
     try:
@@ -212,16 +215,37 @@ def dicom_pixels(dataset) -> np.ndarray:
         raise ImageDecodeError(f"Unreadable DICOM pixel data: {exc}") from exc
     if pixels.ndim != 2:
         raise ImageDecodeError("Only single-frame grayscale DICOM images are supported.")
+    padding = _dicom_padding(pixels, dataset)
     try:
-        pixels = apply_voi_lut(pixels, dataset)
-    except Exception as exc:  # a malformed VOI LUT or window (WindowWidth=0, text in a number, ...)
-        raise ImageDecodeError(f"Malformed VOI LUT or window (Window Center/Width) in the DICOM header: {exc}") from exc
+        pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset)
+    except Exception as exc:  # a malformed LUT or window (WindowWidth=0, text in a number, ...)
+        raise ImageDecodeError(
+            f"Malformed rescale, VOI LUT or window (Window Center/Width) in the DICOM header: {exc}"
+        ) from exc
     if not np.isfinite(pixels).all():
-        raise ImageDecodeError("The DICOM window or VOI LUT turns the pixels into non-finite values.")
-    gray = _to_uint8(pixels)
+        raise ImageDecodeError("The DICOM rescale, window or VOI LUT turns the pixels into non-finite values.")
+    if padding is not None and padding.all():
+        raise ImageDecodeError("Every pixel of the DICOM image is padding (Pixel Padding Value): it holds no image.")
+    gray = _to_uint8(pixels, ignore=padding)
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
         gray = 255 - gray
+    if padding is not None:
+        gray[padding] = 0
     return gray
+
+
+def _dicom_padding(pixels: np.ndarray, dataset) -> np.ndarray | None:
+    """Where the stored pixels are padding: PixelPaddingValue, or the range up to PixelPaddingRangeLimit."""
+    value = dataset.get("PixelPaddingValue")
+    if value is None:
+        return None
+    limit = dataset.get("PixelPaddingRangeLimit")
+    try:
+        low, high = sorted((int(value), int(value if limit is None else limit)))
+    except (TypeError, ValueError):
+        return None  # a malformed value: no padding rather than a refusal
+    mask = (pixels >= low) & (pixels <= high)
+    return mask if mask.any() else None
 
 
 def _decode_dicom(data: bytes, limits: DecodeLimits) -> np.ndarray:
@@ -324,6 +348,8 @@ def gray_check(gray: np.ndarray) -> np.ndarray:
     """The checks and the stretch every decoded image gets, whatever its format."""
     if min(gray.shape) < MIN_SIDE:
         raise ImageDecodeError(f"Image is too small ({gray.shape[1]}x{gray.shape[0]}); at least {MIN_SIDE} px a side.")
+    if gray.min() == gray.max():  # a blank page, or a fully transparent PNG laid over black
+        raise ImageDecodeError(f"The image has no contrast: every pixel is {gray.flat[0]}; it shows nothing to read.")
     # The same stretch for every source, so exposure differs less between hospitals.
     return _to_uint8(gray)
 

@@ -46,6 +46,9 @@ ALLOWED = (
     "ImagerPixelSpacing",
     "RescaleIntercept",
     "RescaleSlope",
+    "RescaleType",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
     "WindowCenter",
     "WindowWidth",
     "VOILUTFunction",
@@ -54,7 +57,10 @@ ALLOWED = (
     "BurnedInAnnotation",
 )
 # Sequences kept with only these attributes in each item (LUTExplanation, free text, is dropped).
-ALLOWED_SEQUENCES = {"VOILUTSequence": ("LUTDescriptor", "LUTData")}
+ALLOWED_SEQUENCES = {
+    "ModalityLUTSequence": ("LUTDescriptor", "ModalityLUTType", "LUTData"),
+    "VOILUTSequence": ("LUTDescriptor", "LUTData"),
+}
 UID_ROOT = "2.25."  # UUID-derived UIDs (PS3.5 B.2): no organisation root needed
 PSEUDONYM_LETTERS = string.ascii_lowercase  # no digits: a pseudonym never looks like a date or a number
 

@@ -37,8 +37,11 @@ def jpeg_bytes(*, size: int = 96, label: str = "normal", seed: int = 0) -> bytes
     return buffer.getvalue()
 
 
-def dicom_bytes(photometric: str = "MONOCHROME2", size: int = 96) -> bytes:
-    """A 12-bit single-frame DICOM with a left-to-right ramp."""
+def dicom_bytes(
+    photometric: str = "MONOCHROME2", size: int = 96, *, pixels: np.ndarray | None = None, **attributes: object
+) -> bytes:
+    """A 12-bit single-frame DICOM with a left-to-right ramp (or ``pixels``, uint16), with ``attributes``
+    (RescaleIntercept=..., PixelPaddingValue=...) set on the dataset."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -48,10 +51,13 @@ def dicom_bytes(photometric: str = "MONOCHROME2", size: int = 96) -> bytes:
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # digital X-ray
     meta.MediaStorageSOPInstanceUID = generate_uid()
     dataset = FileDataset("x.dcm", {}, file_meta=meta, preamble=b"\0" * 128)
-    pixels = np.tile(np.linspace(0, 4000, size, dtype=np.uint16), (size, 1))
+    if pixels is None:
+        pixels = np.tile(np.linspace(0, 4000, size, dtype=np.uint16), (size, 1))
     dataset.Rows, dataset.Columns = pixels.shape
     dataset.SamplesPerPixel, dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 1, 16, 12, 11
     dataset.PixelRepresentation, dataset.PhotometricInterpretation = 0, photometric
+    for keyword, value in attributes.items():
+        setattr(dataset, keyword, value)
     dataset.PixelData = pixels.tobytes()
     buffer = io.BytesIO()
     pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)

@@ -82,6 +82,50 @@ def test_a_damaged_compressed_dicom_is_refused_naming_its_compression_without_an
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
+def _chest(size: int = 128) -> np.ndarray:
+    """0..1: dark lungs in a brighter body, a bright spine down the middle."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image = np.full((size, size), 0.6)
+    image[
+        (((xx - 0.3) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1)
+        | (((xx - 0.7) / 0.15) ** 2 + ((yy - 0.5) / 0.3) ** 2 < 1)
+    ] = 0.15
+    image[:, int(0.47 * size) : int(0.53 * size)] = 0.95
+    return image
+
+
+def _spine_and_lung(gray: np.ndarray) -> tuple[float, float]:
+    """Mean gray of the spine and of the left lung of a 128 px _chest."""
+    return gray[40:88, 62:66].mean(), gray[50:78, 32:45].mean()
+
+
+def test_a_dicom_window_is_applied_to_the_rescaled_values_not_the_stored_ones():
+    stored = (_chest() * 2000 + 1000).astype(np.uint16)  # rescaled: -1000..1000, the window's units
+    data = dicom_bytes(pixels=stored, RescaleSlope=1, RescaleIntercept=-2000, WindowCenter=0, WindowWidth=2000)
+    spine, lung = _spine_and_lung(load_grayscale(data))
+    assert spine > 200 and lung < 80  # was all black: the window was laid on the stored values
+
+
+def test_dicom_padding_is_left_out_of_the_stretch_and_shown_black_also_after_de_identification():
+    from studies.services import image_check
+
+    stored = (_chest() * 4095).astype(np.uint16)
+    stored[:, :16] = stored[:, -16:] = 65535  # outside the collimated field
+    data = dicom_bytes(pixels=stored, BitsStored=16, HighBit=15, PixelPaddingValue=65535)
+    for gray in (load_grayscale(data), load_grayscale(image_check(file=io.BytesIO(data)).data)):
+        spine, lung = _spine_and_lung(gray)
+        assert spine > 200 and lung < 80  # was spine 15, lung 2: the padding took the whole range
+        assert gray[:, :16].max() == 0
+
+
+def test_an_image_without_any_contrast_is_refused():
+    transparent = Image.fromarray(np.stack([xray_array()] * 3 + [np.zeros((96, 96), np.uint8)], axis=-1), "RGBA")
+    buffer = io.BytesIO()
+    transparent.save(buffer, format="PNG")
+    with pytest.raises(ImageDecodeError, match="no contrast"):
+        load_grayscale(buffer.getvalue())
+
+
 def test_a_cut_off_compressed_dicom_is_refused_as_damaged_not_as_holding_no_image():
     compressed = dicom_transcoded(dicom_bytes(size=128), "1.2.840.10008.1.2.4.90")
     with pytest.raises(ImageDecodeError, match="damaged or cut short"):
@@ -135,7 +179,7 @@ def _stretch_by_float_percentiles(pixels: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_integer_images_take_a_lookup_table_stretch_equal_to_the_float_one(seed):
-    from inference.preprocessing import gray_check
+    from inference.preprocessing import _to_uint8
 
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(64, 300)), int(rng.integers(64, 300)))
@@ -148,4 +192,4 @@ def test_integer_images_take_a_lookup_table_stretch_equal_to_the_float_one(seed)
         xray_array(size=shape[0]).astype(np.uint8),
     ]
     for pixels in cases:
-        assert np.array_equal(gray_check(pixels), _stretch_by_float_percentiles(pixels)), pixels.dtype
+        assert np.array_equal(_to_uint8(pixels), _stretch_by_float_percentiles(pixels)), pixels.dtype
