@@ -280,10 +280,12 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
         # Between Pillow's limit and twice it Pillow only warns: _check_size below refuses those.
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
         with image:
-            if image.format not in {"PNG", "JPEG"}:
+            if image.format not in {"PNG", "JPEG", "MPO"}:
                 raise ImageDecodeError(f"Unsupported image format {image.format}; upload PNG, JPEG or DICOM.")
-            _check_size(image.width, image.height, getattr(image, "n_frames", 1), limits)
-            if getattr(image, "is_animated", False):
+            # MPO: a phone camera's JPEG with further (smaller) pictures appended; the first is the photo.
+            multi_picture = image.format == "MPO"
+            _check_size(image.width, image.height, 1 if multi_picture else getattr(image, "n_frames", 1), limits)
+            if getattr(image, "is_animated", False) and not multi_picture:
                 raise ImageDecodeError("Animated images are not supported; upload a single still image.")
             image.load()  # raises on truncated files
             return ImageOps.exif_transpose(image)

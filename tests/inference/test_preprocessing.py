@@ -118,6 +118,14 @@ def test_dicom_padding_is_left_out_of_the_stretch_and_shown_black_also_after_de_
         assert gray[:, :16].max() == 0
 
 
+def test_a_phone_cameras_multi_picture_jpeg_is_read_as_its_first_picture():
+    photo = Image.fromarray(xray_array(size=160))
+    buffer = io.BytesIO()
+    photo.save(buffer, format="MPO", save_all=True, append_images=[photo.resize((80, 80))])
+    assert Image.open(io.BytesIO(buffer.getvalue())).format == "MPO"
+    assert load_grayscale(buffer.getvalue()).shape == (160, 160)
+
+
 def test_an_image_without_any_contrast_is_refused():
     transparent = Image.fromarray(np.stack([xray_array()] * 3 + [np.zeros((96, 96), np.uint8)], axis=-1), "RGBA")
     buffer = io.BytesIO()
