@@ -25,6 +25,7 @@ DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
 # Transfer syntaxes read at all: native, deflated, and the compressed ones pydicom decodes with its GDCM plugin
 # (python-gdcm: JPEG Lossless, JPEG-LS, JPEG 2000; Pillow also reads baseline JPEG and JPEG 2000) or natively
 # (RLE). Others are refused from the header, before any decoder sees the pixels.
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"  # 8-bit decodes (GDCM, Pillow); 12-bit needs a decoder not installed
 SUPPORTED_TRANSFER_SYNTAXES = {
     "1.2.840.10008.1.2": "Implicit VR Little Endian",
     "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
@@ -209,6 +210,11 @@ def dicom_pixels(dataset) -> np.ndarray:
         pixels = dataset.pixel_array
     except Exception as exc:  # pydicom raises many types for broken pixel data
         syntax = UID(str(getattr(dataset, "file_meta", {}).get("TransferSyntaxUID", "")))
+        if syntax == JPEG_EXTENDED and int(dataset.get("BitsStored", 8) or 8) > 8:
+            raise ImageDecodeError(
+                "12-bit lossy JPEG (JPEG Extended) DICOM cannot be decoded here; send the image uncompressed or in "
+                "a lossless syntax (JPEG Lossless, JPEG-LS, JPEG 2000)."
+            ) from exc
         if syntax.is_transfer_syntax and syntax.is_compressed:  # the decoder's own words say nothing
             name = SUPPORTED_TRANSFER_SYNTAXES.get(syntax, syntax)
             raise ImageDecodeError(f"Unreadable DICOM pixel data: the {name} stream is damaged or incomplete.") from exc

@@ -118,6 +118,12 @@ def test_dicom_padding_is_left_out_of_the_stretch_and_shown_black_also_after_de_
         assert gray[:, :16].max() == 0
 
 
+def test_a_12_bit_lossy_jpeg_dicom_is_refused_saying_what_to_send_instead():
+    compressed = dicom_transcoded(dicom_bytes(size=128), "1.2.840.10008.1.2.4.51")  # 12 bits stored
+    with pytest.raises(ImageDecodeError, match=r"12-bit lossy JPEG .* lossless syntax"):
+        load_grayscale(compressed)
+
+
 def test_a_phone_cameras_multi_picture_jpeg_is_read_as_its_first_picture():
     photo = Image.fromarray(xray_array(size=160))
     buffer = io.BytesIO()
