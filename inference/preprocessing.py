@@ -275,6 +275,16 @@ def _png_structure_check(data: bytes) -> None:
     raise ImageDecodeError("Not a readable PNG or JPEG image: the PNG file is truncated (no IEND chunk).")
 
 
+def _starts_like_a_dicom_dataset(data: bytes) -> bool:
+    """A raw DICOM dataset (no preamble, no 'DICM') begins with a little-endian tag of an early group:
+    file meta (0002), identification (0008), patient (0010), acquisition (0018), relationship (0020)
+    or the image pixel module (0028)."""
+    if len(data) < 8:
+        return False
+    group, element = struct.unpack("<HH", data[:4])
+    return group in {0x0002, 0x0008, 0x0010, 0x0018, 0x0020, 0x0028} and element < 0x1000
+
+
 def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
     """Open a PNG or JPEG with its declared size checked, and load its pixels (upright, EXIF orientation applied).
 
@@ -302,6 +312,11 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
             f"Image is too large; at most {limits.max_pixels / 1e6:.0f} megapixels are accepted ({exc})"
         ) from exc
     except UnidentifiedImageError as exc:
+        if _starts_like_a_dicom_dataset(data):
+            raise ImageDecodeError(
+                "This looks like a DICOM dataset without the DICOM file header (the 128-byte preamble and 'DICM'); "
+                "export it from the archive as a DICOM file (Part 10) and upload that."
+            ) from exc
         raise ImageDecodeError(
             "Not a readable PNG or JPEG image: the file is not an image we recognise; upload PNG, JPEG or DICOM."
         ) from exc

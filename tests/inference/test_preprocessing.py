@@ -124,6 +124,18 @@ def test_a_12_bit_lossy_jpeg_dicom_is_refused_saying_what_to_send_instead():
         load_grayscale(compressed)
 
 
+def test_a_dicom_dataset_without_the_file_header_is_refused_saying_what_it_is():
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes()))
+    raw = DicomBytesIO()
+    raw.is_little_endian, raw.is_implicit_VR = True, False
+    pydicom.filewriter.write_dataset(raw, dataset)  # no preamble, no 'DICM', no file meta
+    with pytest.raises(ImageDecodeError, match="without the DICOM file header"):
+        load_grayscale(raw.getvalue())
+
+
 def test_a_phone_cameras_multi_picture_jpeg_is_read_as_its_first_picture():
     photo = Image.fromarray(xray_array(size=160))
     buffer = io.BytesIO()
