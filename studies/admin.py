@@ -1,17 +1,19 @@
 from collections.abc import Callable
 
+from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from studies.audit import request_address
+from studies.deidentify import notes_check, patient_ref_check
 from studies.models import AccessEvent, Label, Patient, Prediction, Review, Site, SiteMembership, Study
 from studies.selectors import study_annotate_labels
 from studies.services import review_confirm, review_submit, study_delete, study_release, study_requeue
-from studies.sites import user_is_site_lead, user_leads_site
+from studies.sites import user_is_site_lead, user_leads_site, user_site_ids
 
 THUMBNAIL_PX = 64
 PREVIEW_PX = 360
@@ -58,6 +60,8 @@ def _report(
         except ValidationError as error:
             for text in error.messages:
                 modeladmin.message_user(request, f"{study}: {text}", level=messages.ERROR)
+        except PermissionDenied as refusal:  # e.g. the admin's own upload: the rest of the selection goes on
+            modeladmin.message_user(request, f"{study}: {refusal}", level=messages.ERROR)
         else:
             count += 1
     if count:
@@ -131,8 +135,39 @@ class ReviewInline(ReadOnlyInline):
     readonly_fields = fields
 
 
+def _field_checked(check: Callable[[str], str], value: str) -> str:
+    """A service's check of one field, its ValidationError as the form field's own."""
+    try:
+        return check(value)
+    except ValidationError as error:
+        raise ValidationError(error.messages) from error
+
+
+class StudyAdminForm(forms.ModelForm):
+    """The notes get the check the API's upload gives them: no identifiers."""
+
+    class Meta:
+        model = Study
+        fields = ["view", "notes"]  # what StudyAdmin leaves editable
+
+    def clean_notes(self) -> str:
+        return _field_checked(notes_check, self.cleaned_data["notes"])
+
+
+class PatientAdminForm(forms.ModelForm):
+    """A patient's key stays a pseudonym, as the API requires."""
+
+    class Meta:
+        model = Patient
+        fields = ["site", "ref"]
+
+    def clean_ref(self) -> str:
+        return _field_checked(patient_ref_check, self.cleaned_data["ref"])
+
+
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
+    form = StudyAdminForm
     list_display = [
         "id",
         "thumbnail",
@@ -178,6 +213,7 @@ class StudyAdmin(admin.ModelAdmin):
     readonly_fields = [
         "preview",
         "patient",
+        "source",  # the site's slug: blinding, reads required and per-source results read it
         "status",
         "error",
         "image",
@@ -190,7 +226,11 @@ class StudyAdmin(admin.ModelAdmin):
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Study]:
-        return study_annotate_labels(super().get_queryset(request)).select_related("patient")
+        """The studies of the user's own sites (every site for a superuser), as everywhere else."""
+        studies = super().get_queryset(request)
+        if not request.user.is_superuser:
+            studies = studies.filter(site_id__in=user_site_ids(request.user))
+        return study_annotate_labels(studies).select_related("patient")
 
     def has_delete_permission(self, request: HttpRequest, obj: Study | None = None) -> bool:
         """Site leads of the study's site and superusers (study_delete's rule), with the admin's own permission."""
@@ -250,13 +290,17 @@ class StudyAdmin(admin.ModelAdmin):
 
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
+    form = PatientAdminForm
     list_display = ["ref", "split", "study_count", "created_at"]
     list_filter = ["split"]
     search_fields = ["ref"]
     readonly_fields = ["split", "created_at"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Patient]:
-        return super().get_queryset(request).annotate(study_count=Count("studies"))
+        patients = super().get_queryset(request)
+        if not request.user.is_superuser:
+            patients = patients.filter(site_id__in=user_site_ids(request.user))
+        return patients.annotate(study_count=Count("studies"))
 
     @admin.display(description="studies", ordering="study_count")
     def study_count(self, patient: Patient) -> int:

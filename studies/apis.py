@@ -333,7 +333,11 @@ class StudyHeatmapApi(APIView):
             detail=f"prediction {prediction.pk}",
             address=request_address(request),
         )
-        return _not_stored(FileResponse(prediction.heatmap.open("rb")))
+        try:
+            heatmap = prediction.heatmap.open("rb")
+        except FileNotFoundError as exc:
+            raise Http404("This study's heatmap is not in storage.") from exc
+        return _not_stored(FileResponse(heatmap))
 
 
 class ReviewCreateApi(APIView):

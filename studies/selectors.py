@@ -1,5 +1,6 @@
 """Reads for studies; access rules live here once."""
 
+import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from django.utils import timezone
 from inference.preprocessing import display_image, thumbnail_jpeg
 from studies.models import AccessEvent, Prediction, Review, Site, Study
 from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_adjudicator, user_is_reviewer, user_site_ids
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["user_can_upload", "user_is_adjudicator", "user_is_reviewer"]  # the role checks live in studies.sites
 
@@ -117,7 +120,15 @@ def _model_answers_shown(studies: QuerySet[Study], *, user: AbstractBaseUser) ->
 def study_image_for_browser(*, study: Study, size: int | None = None) -> BrowserImage:
     """What a browser is shown: ``size`` gives a JPEG of at most that side; DICOM becomes PNG. Both are cut from the
     rendition stored at upload, so no request decodes an original (a study stored before renditions existed is
-    decoded, within the decoders' limits)."""
+    decoded, within the decoders' limits). Http404 when the file is gone from storage (a lost volume, a restore)."""
+    try:
+        return _study_image_for_browser(study=study, size=size)
+    except FileNotFoundError as exc:
+        logger.warning("Study %s: its image file is missing from storage (%s)", study.pk, exc)
+        raise Http404("This study's image is not in storage.") from exc
+
+
+def _study_image_for_browser(*, study: Study, size: int | None) -> BrowserImage:
     if study.rendition:
         if size:
             return BrowserImage(thumbnail_jpeg(study.rendition.path, max_side=size), "image/jpeg")

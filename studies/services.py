@@ -301,10 +301,20 @@ def study_mark_failed(*, study: Study, reason: str) -> Study:
 
 
 @transaction.atomic
-def study_requeue(*, study: Study) -> Study:
-    """Send a study for prediction again (after a failure, or a lost message); a held one needs study_release."""
+def study_requeue(*, study: Study, user: AbstractBaseUser | None = None) -> Study:
+    """Send a study for prediction again (after a failure, or a lost message or worker); a held one needs
+    study_release. ``user``: a person asking, who must review the study's site (None: the requeue job,
+    the admin's action)."""
+    if user is not None and not user_reviews_site(user, study.site_id):
+        raise PermissionDenied(f"Only reviewers or site leads of {study.site} may send its studies for prediction.")
     if study.status == Study.Status.HELD:
         raise ValidationError({"study": "This study is held for a human decision; release it (admin) first."})
+    if study.status == Study.Status.IMPORTED:
+        raise ValidationError({"study": "This study was imported with its label: there is nothing to predict."})
+    if study.status == Study.Status.PREDICTED:
+        raise ValidationError(
+            {"study": "This study is predicted already; a newly promoted model answers it again by itself."}
+        )
     return _study_dispatch(study)
 
 

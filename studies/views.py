@@ -166,7 +166,10 @@ def study_review_view(request: HttpRequest, pk: int) -> HttpResponse:
 def study_requeue_view(request: HttpRequest, pk: int) -> HttpResponse:
     _require_reviewer(request.user)
     return _form_action(
-        request, pk, lambda study: study_requeue(study=study), f"Study {pk} was sent for prediction again."
+        request,
+        pk,
+        lambda study: study_requeue(study=study, user=request.user),
+        f"Study {pk} was sent for prediction again.",
     )
 
 
@@ -230,12 +233,15 @@ def adjudication_queue_view(request: HttpRequest) -> HttpResponse:
 
 
 def _form_action(request: HttpRequest, pk: int, action: Callable[[Study], object], success: str) -> HttpResponse:
-    """Run one service from a study page's form; its ValidationError becomes an error message."""
+    """Run one service from a study page's form; its ValidationError or refusal (PermissionDenied: not a reader
+    of this site, the reader's own upload) becomes an error message on the study page."""
     study = study_get_for_user(user=request.user, study_id=pk)
     try:
         action(study)
     except ValidationError as error:
         _error_messages(request, error)
+    except PermissionDenied as refusal:
+        messages.error(request, str(refusal) or "You may not do that to this study.")
     else:
         messages.success(request, success)
     return redirect("studies:detail", pk=pk)

@@ -157,3 +157,27 @@ def test_review_queue_lists_unreviewed_predictions_least_confident_first(client,
 
     assert response.status_code == 200
     assert [study.pk for study in response.context["page"].object_list] == [unsure.pk, confident.pk]
+
+
+def test_the_study_pages_requeue_takes_only_a_failed_or_lost_study_of_the_readers_own_site(client):
+    from tests.factories import PredictionFactory, StudyFactory, reviewer
+
+    reader = reviewer()
+    predicted = PredictionFactory().study
+    failed = StudyFactory(status=Study.Status.FAILED, error="worker died")
+    elsewhere = StudyFactory(status=Study.Status.FAILED, site=site_named("elsewhere"), uploaded_by=reader)
+    client.force_login(reader)
+
+    response = client.post(reverse("studies:requeue", args=[predicted.pk]), follow=True)
+    assert "predicted already" in response.content.decode()
+    assert client.post(reverse("studies:requeue", args=[failed.pk])).status_code == 302
+    predicted.refresh_from_db()
+    failed.refresh_from_db()
+    assert (predicted.status, failed.status) == (Study.Status.PREDICTED, Study.Status.QUEUED)
+
+    # An uploader there: sees their own upload, does not review that site.
+    SiteMembership.objects.create(user=reader, site=elsewhere.site, role=SiteMembership.Role.UPLOADER)
+    response = client.post(reverse("studies:requeue", args=[elsewhere.pk]), follow=True)
+    assert "Only reviewers or site leads" in response.content.decode()
+    elsewhere.refresh_from_db()
+    assert elsewhere.status == Study.Status.FAILED

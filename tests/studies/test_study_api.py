@@ -3,7 +3,7 @@
 import pytest
 
 from studies.models import Review
-from tests.factories import PredictionFactory, ReviewFactory, StudyFactory, UserFactory, uploader
+from tests.factories import PredictionFactory, ReviewFactory, StudyFactory, UserFactory, reviewer, uploader
 
 
 @pytest.mark.django_db
@@ -135,3 +135,20 @@ def test_the_openapi_schema_validates_without_warnings(tmp_path):
 
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     assert "/api/studies/{id}/reviews/" in (tmp_path / "schema.yaml").read_text()
+
+
+@pytest.mark.django_db
+def test_a_study_whose_files_are_gone_from_storage_answers_404_not_500(api_client, media_root):
+    prediction = PredictionFactory()
+    study = prediction.study
+    api_client.force_authenticate(reviewer())
+    (media_root / study.image.name).unlink()  # a lost volume, a partial restore
+    for path in ("image/", "image/?size=128"):
+        assert api_client.get(f"/api/studies/{study.pk}/{path}").status_code == 404, path
+
+    study.rendition.name = "renditions/gone.jpg"
+    study.save(update_fields=["rendition"])
+    prediction.heatmap.name = "heatmaps/gone.jpg"
+    prediction.save(update_fields=["heatmap"])
+    for path in ("image/?size=128", "heatmap/"):
+        assert api_client.get(f"/api/studies/{study.pk}/{path}").status_code == 404, path

@@ -183,3 +183,46 @@ def test_web_activate_is_refused_to_non_staff_users(client, django_user_model):
 
     assert response.status_code == 403
     assert not ModelActivation.objects.exists()
+
+
+def test_an_admin_action_over_a_selection_with_the_admins_own_upload_reports_it_and_applies_the_rest(
+    admin_client, admin_user
+):
+    version = _model_version()
+    other, own = _predicted_study(version), _predicted_study(version)
+    Study.objects.filter(pk=own.pk).update(uploaded_by=admin_user)
+
+    response = admin_client.post(
+        reverse("admin:studies_study_changelist"),
+        {"action": "set_label_covid", "_selected_action": [other.pk, own.pk]},
+        follow=True,
+    )
+
+    assert response.status_code == 200  # was a bare 403 after labelling the first
+    html = response.content.decode()
+    assert f"Study {own.pk}: You uploaded this study" in html and "Labelled COVID-19: 1 study." in html
+
+
+def test_a_staff_site_lead_sees_and_edits_only_their_sites_studies_and_never_writes_an_identifier(client):
+    from django.contrib.auth.models import Permission
+
+    from tests.factories import site_lead
+
+    version = _model_version()
+    own, foreign = _predicted_study(version), _predicted_study(version)
+    Study.objects.filter(pk=foreign.pk).update(site=site_named("elsewhere"))
+    lead = site_lead()  # at site_named()'s site
+    lead.is_staff = True
+    lead.save()
+    lead.user_permissions.add(*Permission.objects.filter(codename__in=["view_study", "change_study"]))
+    client.force_login(lead)
+
+    assert client.get(reverse("admin:studies_study_change", args=[foreign.pk])).status_code == 302  # not found
+    page = reverse("admin:studies_study_change", args=[own.pk])
+    assert client.get(page).status_code == 200
+    before = own.source
+    response = client.post(page, {"view": "PA", "source": "elsewhere", "notes": "Patient DOE^JOHN, MRN 12345678"})
+    assert response.status_code == 200 and "patient identifier" in response.content.decode()
+    assert client.post(page, {"view": "PA", "source": "elsewhere", "notes": "lateral too"}).status_code == 302
+    own.refresh_from_db()
+    assert (own.notes, own.source) == ("lateral too", before)  # the source is the site's, not editable
