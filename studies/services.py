@@ -401,6 +401,16 @@ def study_mark_predicted(*, study: Study) -> Study:
     return study
 
 
+FREE_TEXT_MAX = 5000  # characters of a reader's comment or reason (the API's max_length too)
+
+
+def _free_text_check(text: str, *, field: str) -> None:
+    """A reader's free text, shown to other readers: bounded, and no identifiers (as an upload's notes)."""
+    if len(text) > FREE_TEXT_MAX:
+        raise ValidationError({field: f"At most {FREE_TEXT_MAX:,} characters; this has {len(text):,}."})
+    notes_check(text, field=field)
+
+
 def _check_label(label: str) -> None:
     if label not in Label.values:
         raise ValidationError({"label": f"Unknown label {label!r}; expected one of {', '.join(Label.values)}."})
@@ -421,7 +431,7 @@ def review_submit(
     Only a reviewer or lead of the study's site, never the uploader (unless ALLOW_SELF_REVIEW). Audited."""
     review_check_allowed(study=study, reviewer=reviewer)
     _check_label(label)
-    notes_check(comment, field="comment")
+    _free_text_check(comment, field="comment")
     _prediction_to_review(study)
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.reading_state == Study.Reading.REJECTED:
@@ -534,7 +544,7 @@ def review_adjudicate(
 ) -> Review:
     """An adjudicator settles readers' disagreement; the reason is kept with the final label (audited)."""
     _check_label(label)
-    notes_check(reason, field="reason")
+    _free_text_check(reason, field="reason")
     if not user_is_adjudicator(adjudicator):
         raise ValidationError({"study": "Only adjudicators may set a final label over the readers."})
     if not user_reviews_site(adjudicator, study.site_id):
@@ -568,7 +578,7 @@ def study_reject(
     """Take a study out of reading and out of every dataset, with a reason (a reader of its site). Audited,
     with the reason's code (the comment is free text and stays with the study)."""
     review_check_allowed(study=study, reviewer=reviewer)
-    notes_check(comment, field="comment")
+    _free_text_check(comment, field="comment")
     if reason not in RejectReason.values:
         raise ValidationError(
             {"reason": f"Unknown reason {reason!r}; expected one of {', '.join(RejectReason.values)}."}

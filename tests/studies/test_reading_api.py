@@ -174,3 +174,11 @@ def test_a_readers_comment_that_carries_an_identifier_is_refused_and_nothing_is_
     assert not Review.objects.exists()
     study.refresh_from_db()
     assert study.reading_state != "rejected"
+
+
+def test_a_readers_comment_from_the_page_is_bounded_like_the_apis(client):
+    study = PredictionFactory().study
+    client.force_login(reviewer())
+    response = client.post(f"/studies/{study.pk}/review/", {"label": "normal", "comment": "x" * 100_000}, follow=True)
+    assert "At most 5,000 characters" in response.content.decode()
+    assert not Review.objects.exists()
