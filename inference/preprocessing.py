@@ -223,7 +223,10 @@ def dicom_pixels(dataset) -> np.ndarray:
         raise ImageDecodeError("Only single-frame grayscale DICOM images are supported.")
     padding = _dicom_padding(pixels, dataset)
     try:
-        pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset)
+        if _rescale_is_identity(dataset):  # most DX/CR: slope 1, intercept 0; pydicom would make floats of it
+            pixels = apply_voi_lut(pixels, dataset)
+        else:
+            pixels = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset)
     except Exception as exc:  # a malformed LUT or window (WindowWidth=0, text in a number, ...)
         raise ImageDecodeError(
             f"Malformed rescale, VOI LUT or window (Window Center/Width) in the DICOM header: {exc}"
@@ -238,6 +241,18 @@ def dicom_pixels(dataset) -> np.ndarray:
     if padding is not None:
         gray[padding] = 0
     return gray
+
+
+def _rescale_is_identity(dataset) -> bool:
+    """No Modality LUT and a rescale of slope 1, intercept 0 (or none): the stored values are the
+    rescaled ones, and integer pixels keep the stretch's exact lookup-table path (4x faster at 3000 px)."""
+    if "ModalityLUTSequence" in dataset:
+        return False
+    try:
+        slope, intercept = dataset.get("RescaleSlope", 1), dataset.get("RescaleIntercept", 0)
+        return float(slope or 1) == 1.0 and float(intercept or 0) == 0.0
+    except (TypeError, ValueError):
+        return False  # malformed: apply_modality_lut says what is wrong
 
 
 def _dicom_padding(pixels: np.ndarray, dataset) -> np.ndarray | None:
