@@ -84,8 +84,8 @@ def _to_uint8(pixels: np.ndarray, *, ignore: np.ndarray | None = None) -> np.nda
     8- and 16-bit images (every PNG and JPEG, most DICOM) take an exact shortcut: the percentiles from
     a histogram and the stretch as a lookup table, the same numbers as np.percentile and the float
     arithmetic below (tested), about 10x faster, which matters in the upload request and the worker."""
-    if ignore is None and pixels.dtype in (np.uint8, np.uint16) and pixels.size:
-        return _to_uint8_lookup(pixels)
+    if pixels.dtype in (np.uint8, np.uint16) and pixels.size:
+        return _to_uint8_lookup(pixels, pixels if ignore is None else pixels[~ignore])
     pixels = pixels.astype(np.float32)
     low, high = np.percentile(pixels if ignore is None else pixels[~ignore], [0.5, 99.5])
     return _stretch(pixels, low, high)
@@ -99,15 +99,17 @@ def _stretch(values: np.ndarray, low: np.float64, high: np.float64) -> np.ndarra
     return scaled.round().astype(np.uint8)
 
 
-def _to_uint8_lookup(pixels: np.ndarray) -> np.ndarray:
-    counts = np.bincount(pixels.ravel(), minlength=256)
+def _to_uint8_lookup(pixels: np.ndarray, counted: np.ndarray) -> np.ndarray:
+    """The stretch of ``pixels`` with the percentiles of ``counted`` (all of them, or those not padding)."""
+    # The table must cover every pixel's value, padding's included (it may lie beyond the counted ones).
+    counts = np.bincount(counted.ravel(), minlength=256 if counted is pixels else int(pixels.max()) + 1)
     cumulative = np.cumsum(counts)
     bounds = []
     for q in (0.5, 99.5):  # numpy's default ("linear") percentile from order statistics
-        position = q / 100.0 * (pixels.size - 1)
+        position = q / 100.0 * (counted.size - 1)
         below = int(np.floor(position))
         first = np.searchsorted(cumulative, below, side="right")
-        second = np.searchsorted(cumulative, min(below + 1, pixels.size - 1), side="right")
+        second = np.searchsorted(cumulative, min(below + 1, counted.size - 1), side="right")
         gamma, step = position - below, float(second - first)
         bounds.append(float(second) - step * (1 - gamma) if gamma >= 0.5 else float(first) + step * gamma)
     # np.float64, as np.percentile returns: the stretch is then computed in float64 on both paths.

@@ -219,6 +219,12 @@ def test_integer_images_take_a_lookup_table_stretch_equal_to_the_float_one(seed)
     ]
     for pixels in cases:
         assert np.array_equal(_to_uint8(pixels), _stretch_by_float_percentiles(pixels)), pixels.dtype
+        padding = rng.random(pixels.shape) < 0.2  # percentiles of the other pixels only, the stretch applied to all
+        values = pixels.astype(np.float32)
+        low, high = np.percentile(values[~padding], [0.5, 99.5])
+        high = max(high, low + 1.0)
+        expected = ((np.clip(values, low, high) - low) * (255.0 / (high - low))).round().astype(np.uint8)
+        assert np.array_equal(_to_uint8(pixels, ignore=padding), expected), pixels.dtype
 
 
 def test_an_identity_rescale_keeps_the_exact_integer_stretch():
