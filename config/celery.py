@@ -21,13 +21,26 @@ WATCHDOG_EXIT_CODE = 70
 _stopping = threading.Event()
 
 
-def dispatch_errors() -> tuple[type[BaseException], ...]:
+def _dispatch_errors() -> tuple[type[BaseException], ...]:
     """What a publish raises while the broker is unreachable: kombu's own errors, socket errors and
     the transport client's (redis-py raises its ConnectionError on a stale pooled connection)."""
     from kombu.exceptions import KombuError
 
     connection = app.connection_for_write()
     return (KombuError, OSError, *connection.connection_errors, *connection.channel_errors)
+
+
+def task_send(task, *args: object) -> bool:
+    """Publish ``task(*args)``; False, with a warning logged, while the broker is unreachable (the
+    caller says what that means for its row). No result is awaited: the rows hold the state, and
+    the Redis result backend would first open a subscription, which fails on its own while the
+    broker restarts."""
+    try:
+        task.apply_async(args, ignore_result=True)
+    except _dispatch_errors():
+        logger.warning("Broker unreachable: %s%r was not sent", task.name, args, exc_info=True)
+        return False
+    return True
 
 
 def worker_consumes(hostname: str, *, timeout: float) -> bool | None:

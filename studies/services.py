@@ -21,7 +21,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db.models import F, Q
 from django.utils import timezone
 
-from config.celery import dispatch_errors
+from config.celery import task_send
 from inference.preprocessing import (
     PNG_SIGNATURE,
     ImageDecodeError,
@@ -218,14 +218,7 @@ def study_create(
 def study_prediction_dispatch(*, study_id: int) -> bool:
     """Send a stored study's prediction message. With the broker down the study stays ``queued``
     (it is stored, the upload answers 201) and the requeue job sends it once the broker is back."""
-    try:
-        # No result is awaited here: without ignore_result the Redis result backend would open a
-        # subscription first, and fail on its own while the broker restarts.
-        study_predict_task.apply_async((study_id,), ignore_result=True)
-    except dispatch_errors():
-        logger.warning("Broker unreachable: study %s stays queued for the requeue job", study_id, exc_info=True)
-        return False
-    return True
+    return task_send(study_predict_task, study_id)
 
 
 @transaction.atomic

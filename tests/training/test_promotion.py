@@ -145,7 +145,7 @@ def test_a_promotion_stands_when_the_broker_cannot_take_the_re_prediction(api_cl
     def unreachable(*args, **kwargs):
         raise OperationalError("Connection refused.")
 
-    monkeypatch.setattr(repredict_unreviewed_task, "delay", unreachable)
+    monkeypatch.setattr(repredict_unreviewed_task, "apply_async", unreachable)
     version = ModelVersionFactory()
     api_client.force_authenticate(UserFactory(is_superuser=True))
     response = api_client.post(f"/api/models/{version.id}/promote/", {"reason": "first model"}, format="json")

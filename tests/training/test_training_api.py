@@ -120,7 +120,7 @@ def test_with_the_broker_down_a_run_start_answers_503_and_does_not_block_the_nex
     def unreachable(*args, **kwargs):
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(training_run_execute_task, "delay", unreachable)
+    monkeypatch.setattr(training_run_execute_task, "apply_async", unreachable)
     api_client.force_authenticate(UserFactory(is_superuser=True))
     response = api_client.post("/api/training-runs/", {}, format="json")
     assert response.status_code == 503 and response["Retry-After"]
@@ -129,7 +129,7 @@ def test_with_the_broker_down_a_run_start_answers_503_and_does_not_block_the_nex
 
     monkeypatch.undo()
     sent = []
-    monkeypatch.setattr(training_run_execute_task, "delay", sent.append)
+    monkeypatch.setattr(training_run_execute_task, "apply_async", lambda args, **options: sent.append(args))
     assert api_client.post("/api/training-runs/", {}, format="json").status_code == 202
     assert len(sent) == 1
 

@@ -1,6 +1,5 @@
 """The model registry: register versions, judge them with the gate, change the active model."""
 
-import logging
 from functools import partial
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import connection, transaction
 
-from config.celery import dispatch_errors
+from config.celery import task_send
 from inference.services import DecisionRule, LoadedModel, load_model
 from studies.audit import access_record
 from studies.models import AccessEvent
@@ -18,8 +17,6 @@ from studies.tasks import repredict_unreviewed_task
 from training.gate import EMPTY_TEST_SPLIT, FIRST_VERSION, GateDecision, GatePolicy, gate_decide
 from training.models import DatasetSnapshot, ModelActivation, ModelVersion
 from training.selectors import evaluation_case_sets, evaluation_cases_exist
-
-logger = logging.getLogger(__name__)
 
 MIN_OVERRIDE_REASON = 10
 
@@ -171,18 +168,7 @@ def model_version_promote(
         address=address,
     )
     # Open studies get the new model's answer too (in the background, low priority).
-    transaction.on_commit(partial(_repredict_dispatch, model_version.pk))
+    # The promotion stands whatever the broker does: unreachable, the open studies keep their old
+    # answers (the study page says which version answered) and task_send logs it.
+    transaction.on_commit(partial(task_send, repredict_unreviewed_task, model_version.pk))
     return model_version
-
-
-def _repredict_dispatch(model_version_id: int) -> None:
-    """The promotion is committed whatever the broker does: unreachable, the open studies keep their
-    old answers (the study page says which version answered) and the warning says so."""
-    try:
-        repredict_unreviewed_task.delay(model_version_id)
-    except dispatch_errors():
-        logger.warning(
-            "Broker unreachable: open studies were not sent for re-prediction by model %s",
-            model_version_id,
-            exc_info=True,
-        )

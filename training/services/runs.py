@@ -15,7 +15,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from config.celery import dispatch_errors
+from config.celery import task_send
 from inference.services import DecisionRule, predict_arrays
 from studies.models import Split
 from training.evaluation import fit_decision_rule, shortcut_check, stratum_weights
@@ -106,10 +106,7 @@ def training_run_create(
 
 
 def _training_run_dispatch(run: TrainingRun) -> None:
-    try:
-        training_run_execute_task.delay(run.pk)
-    except dispatch_errors():
-        logger.warning("Broker unreachable: training run %s not started", run.pk, exc_info=True)
+    if not task_send(training_run_execute_task, run.pk):
         run.status = TrainingRun.Status.FAILED
         run.error = "The task broker was unreachable, so the run was never started; start it again."
         run.finished_at = timezone.now()
