@@ -39,6 +39,7 @@ from studies.selectors import (
     study_list_ids,
 )
 from studies.services import (
+    FREE_TEXT_MAX,
     image_check,
     review_adjudicate,
     review_submit,
@@ -192,7 +193,7 @@ class StudyListCreateApi(APIView):
             help_text="The site (slug) the study belongs to; may be left out by users of a single site.",
         )
         notes = serializers.CharField(
-            required=False, allow_blank=True, max_length=5000, help_text="No names, dates or hospital numbers."
+            required=False, allow_blank=True, max_length=FREE_TEXT_MAX, help_text="No names, dates or hospital numbers."
         )
 
         def validate_image(self, file):
@@ -352,7 +353,7 @@ class ReviewCreateApi(APIView):
             ref_name = "ReviewInput"
 
         label = serializers.ChoiceField(choices=Label.choices)
-        comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        comment = serializers.CharField(required=False, allow_blank=True, max_length=FREE_TEXT_MAX)
         reading_ms = serializers.IntegerField(
             required=False, min_value=0, max_value=24 * 3600 * 1000, help_text="Time spent reading, in ms."
         )
@@ -383,7 +384,7 @@ class StudyRejectApi(APIView):
             ref_name = "StudyRejectInput"
 
         reason = serializers.ChoiceField(choices=RejectReason.choices)
-        comment = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+        comment = serializers.CharField(required=False, allow_blank=True, max_length=FREE_TEXT_MAX)
 
     @extend_schema(request=InputSerializer, responses=StudyOutputSerializer)
     def post(self, request: Request, pk: int) -> Response:
@@ -443,7 +444,7 @@ class StudyAdjudicateApi(APIView):
             ref_name = "StudyAdjudicateInput"
 
         label = serializers.ChoiceField(choices=Label.choices)
-        reason = serializers.CharField(max_length=5000)
+        reason = serializers.CharField(max_length=FREE_TEXT_MAX)
 
     @extend_schema(request=InputSerializer, responses={201: ReviewOutputSerializer})
     def post(self, request: Request, pk: int) -> Response:

@@ -394,7 +394,7 @@ def study_mark_predicted(*, study: Study) -> Study:
     return study
 
 
-FREE_TEXT_MAX = 5000  # characters of a reader's comment or reason (the API's max_length too)
+FREE_TEXT_MAX = 5000  # characters of free text: notes, a reader's comment or reason (the API's max_length)
 
 
 def _free_text_check(text: str, *, field: str) -> None:

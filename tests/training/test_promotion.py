@@ -14,6 +14,16 @@ def snapshot(db) -> DatasetSnapshot:
     return DatasetSnapshot.objects.create(content_hash="x" * 64)
 
 
+def _active_and_candidate(snapshot, *, active_correct: int, candidate_correct: int) -> tuple:
+    """An active version and a candidate on ``snapshot``, both scored on its 30 test cases."""
+    old = ModelVersionFactory()
+    model_version_promote(model_version=old, user=None, reason="first")
+    candidate = ModelVersionFactory(snapshot=snapshot)
+    score_cases(old, snapshot, correct=active_correct)
+    score_cases(candidate, snapshot, correct=candidate_correct)
+    return old, candidate
+
+
 @pytest.mark.django_db
 def test_the_first_version_is_activated_and_the_log_keeps_who_why_and_the_gate():
     version = ModelVersionFactory()
@@ -25,11 +35,7 @@ def test_the_first_version_is_activated_and_the_log_keeps_who_why_and_the_gate()
 
 @pytest.mark.django_db
 def test_a_better_version_on_the_same_cases_is_promoted_and_the_old_one_retired(snapshot):
-    old = ModelVersionFactory()
-    model_version_promote(model_version=old, user=None, reason="first")
-    new = ModelVersionFactory(snapshot=snapshot)
-    score_cases(old, snapshot, correct=15)
-    score_cases(new, snapshot, correct=30)
+    old, new = _active_and_candidate(snapshot, active_correct=15, candidate_correct=30)
     admin = ml_lead()
     model_version_promote(model_version=new, user=admin, reason="rolled forward")
     old.refresh_from_db()
@@ -41,11 +47,7 @@ def test_a_better_version_on_the_same_cases_is_promoted_and_the_old_one_retired(
 
 @pytest.mark.django_db
 def test_a_worse_version_is_refused_and_the_active_model_stays(snapshot):
-    old = ModelVersionFactory()
-    model_version_promote(model_version=old, user=None, reason="first")
-    worse = ModelVersionFactory(snapshot=snapshot)
-    score_cases(old, snapshot, correct=30)
-    score_cases(worse, snapshot, correct=20)
+    old, worse = _active_and_candidate(snapshot, active_correct=30, candidate_correct=20)
     with pytest.raises(ValidationError, match="The promotion gate refuses"):
         model_version_promote(model_version=worse, user=None, reason="try")
     assert ModelVersion.objects.get(is_active=True) == old
@@ -54,11 +56,7 @@ def test_a_worse_version_is_refused_and_the_active_model_stays(snapshot):
 
 @pytest.mark.django_db
 def test_an_override_needs_a_written_reason_and_is_logged_as_one(snapshot):
-    old = ModelVersionFactory()
-    model_version_promote(model_version=old, user=None, reason="first")
-    worse = ModelVersionFactory(snapshot=snapshot)
-    score_cases(old, snapshot, correct=30)
-    score_cases(worse, snapshot, correct=20)
+    _, worse = _active_and_candidate(snapshot, active_correct=30, candidate_correct=20)
     with pytest.raises(ValidationError, match="written reason"):
         model_version_promote(model_version=worse, user=None, reason=" ", override=True)
     model_version_promote(model_version=worse, user=None, reason="site lead: new scanner", override=True)
@@ -94,11 +92,7 @@ def test_metrics_are_recomputed_from_the_stored_cases(snapshot):
 
 @pytest.mark.django_db
 def test_a_roll_back_through_the_api_is_refused_by_the_gate_unless_staff_override_it(api_client, snapshot):
-    old = ModelVersionFactory()
-    model_version_promote(model_version=old, user=None, reason="first")
-    new = ModelVersionFactory(snapshot=snapshot)
-    score_cases(old, snapshot, correct=15)
-    score_cases(new, snapshot, correct=30)
+    old, new = _active_and_candidate(snapshot, active_correct=15, candidate_correct=30)
     model_version_promote(model_version=new, user=None, reason="second")
     # The roll-back candidate is judged on its own snapshot's test split; give it the newer one.
     ModelVersion.objects.filter(pk=old.pk).update(snapshot=snapshot)
@@ -125,11 +119,7 @@ def test_active_model_endpoint_returns_404_when_none_is_active(api_client):
 
 @pytest.mark.django_db
 def test_an_override_through_the_api_is_judged_on_the_readers_own_words(api_client, snapshot):
-    old = ModelVersionFactory()
-    model_version_promote(model_version=old, user=None, reason="first")
-    worse = ModelVersionFactory(snapshot=snapshot)
-    score_cases(old, snapshot, correct=30)
-    score_cases(worse, snapshot, correct=20)
+    old, worse = _active_and_candidate(snapshot, active_correct=30, candidate_correct=20)
     api_client.force_authenticate(ml_lead())
     response = api_client.post(f"/api/models/{worse.id}/promote/", {"reason": "x", "override": True}, format="json")
     assert response.status_code == 400 and "written reason" in str(response.json())
