@@ -7,7 +7,7 @@ import os
 import threading
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import task_prerun, worker_ready, worker_shutting_down
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow: warnings and errors only
@@ -88,3 +88,15 @@ def start_worker_watchdog(sender=None, **kwargs) -> None:
 @worker_shutting_down.connect
 def stop_worker_watchdog(**kwargs) -> None:
     _stopping.set()
+
+
+@task_prerun.connect
+def database_connections_checked(task=None, **kwargs) -> None:
+    """Before each task, what Django does before each request: close a connection that is past
+    CONN_MAX_AGE or was broken by an error (a database restart), keep a healthy one (CELERY_DB_REUSE_MAX
+    stops Celery from closing them all). Eager tasks run inside their caller's transaction: left alone."""
+    if task is not None and task.request.is_eager:
+        return
+    from django.db import close_old_connections
+
+    close_old_connections()

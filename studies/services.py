@@ -633,10 +633,7 @@ def studies_claim_for_prediction(
     micro-batch. A study another worker holds is left to it (its lease protects it)."""
     study_ids = list(study_ids)
     with transaction.atomic():
-        wanted = Q(pk__in=study_ids) & (
-            Q(status=Study.Status.QUEUED)
-            | (Q(status=Study.Status.PREDICTED) & ~Q(predictions__model_version_id=model_version_id))
-        )
+        wanted = Q(pk__in=study_ids) & _waits_for(model_version_id)
         claimed = list(_lockable(Study.objects.filter(wanted).order_by("pk").values_list("pk", flat=True)))
         if more_waiting > 0:
             others = Study.objects.filter(status=Study.Status.QUEUED).exclude(pk__in=claimed)
@@ -646,6 +643,13 @@ def studies_claim_for_prediction(
                 status=Study.Status.PROCESSING, error="", attempts=F("attempts") + 1, status_changed_at=timezone.now()
             )
     return list(Study.objects.filter(pk__in=claimed).order_by("pk"))
+
+
+def _waits_for(model_version_id: int) -> Q:
+    """Studies this model version has still to answer: queued, or predicted by another version."""
+    return Q(status=Study.Status.QUEUED) | (
+        Q(status=Study.Status.PREDICTED) & ~Q(predictions__model_version_id=model_version_id)
+    )
 
 
 def _lockable(queryset):
@@ -665,13 +669,31 @@ def study_predict_many(
     Returns each given study's outcome: "done", "failed", "missing" or "busy" (another worker has it).
     Safe to repeat: a study predicted by this version already is "done" and is not predicted again."""
     study_ids = list(study_ids)
+    if not Study.objects.filter(Q(pk__in=study_ids) & _waits_for(model_version_id)).exists():
+        # Answered already, by a batch another message started (the usual fate of a message in a busy
+        # queue): a read, not a write transaction that would queue behind the uploads' on SQLite.
+        return {pk: _outcome_unclaimed(pk, model_version_id) for pk in study_ids}
     _batch_gather(more_waiting=more_waiting)
     claimed = studies_claim_for_prediction(
         study_ids=study_ids, model_version_id=model_version_id, more_waiting=more_waiting
     )
-    outcomes: dict[int, str] = {}
+    outcomes = _studies_predict_guarded(claimed, model_version_id=model_version_id, loaded=loaded)
+    return {pk: outcomes.get(pk) or _outcome_unclaimed(pk, model_version_id) for pk in study_ids}
+
+
+def studies_predict_queued(*, model_version_id: int, loaded: LoadedModel, limit: int) -> int:
+    """Predict up to ``limit`` queued studies, oldest first, in one batch, as study_predict_many does;
+    returns how many it took (0: none was queued)."""
+    if not studies_queued_at_least(1):  # a read: no write transaction for an empty queue
+        return 0
+    claimed = studies_claim_for_prediction(study_ids=[], model_version_id=model_version_id, more_waiting=limit)
+    _studies_predict_guarded(claimed, model_version_id=model_version_id, loaded=loaded)
+    return len(claimed)
+
+
+def _studies_predict_guarded(claimed: list[Study], *, model_version_id: int, loaded: LoadedModel) -> dict[int, str]:
     try:
-        outcomes.update(_studies_predict_claimed(claimed, model_version_id=model_version_id, loaded=loaded))
+        return _studies_predict_claimed(claimed, model_version_id=model_version_id, loaded=loaded)
     except (OperationalError, InterfaceError):
         # The database went away mid-batch: transient. Give the studies back to the queue (the
         # task retries; if even this fails, the lease brings them back) and let the task decide.
@@ -681,8 +703,7 @@ def study_predict_many(
         # The model or the storage is broken (transient database errors are retried by the task,
         # and the lease brings their studies back): store why on every study of the batch.
         logger.exception("Prediction failed for a batch of %s studies", len(claimed))
-        outcomes.update(studies_mark_failed(study_ids=[s.pk for s in claimed], reason=f"{type(exc).__name__}: {exc}"))
-    return {pk: outcomes.get(pk) or _outcome_unclaimed(pk, model_version_id) for pk in study_ids}
+        return studies_mark_failed(study_ids=[s.pk for s in claimed], reason=f"{type(exc).__name__}: {exc}")
 
 
 def _batch_gather(*, more_waiting: int) -> None:

@@ -3,6 +3,7 @@
 Registered names stay "inference.*": they are the wire contract with queued messages and the beat schedule."""
 
 import logging
+import time
 
 from celery import shared_task
 from celery.signals import worker_process_init
@@ -26,8 +27,11 @@ RETRYING = {
 @shared_task(name="inference.study_predict", **RETRYING)
 def study_predict_task(self, study_id: int) -> str:
     """Predict a study with the active model, together with up to PREDICTION_BATCH_SIZE - 1 other
-    waiting studies (a micro-batch; their own messages then find them done). Idempotent."""
-    return studies_predict(study_ids=[study_id], more_waiting=settings.PREDICTION_BATCH_SIZE - 1)[study_id]
+    waiting studies (a micro-batch; their own messages then find them done), then go on with the
+    queue (studies_drain). Idempotent."""
+    outcome = studies_predict(study_ids=[study_id], more_waiting=settings.PREDICTION_BATCH_SIZE - 1)[study_id]
+    studies_drain(seconds=settings.PREDICTION_DRAIN_SECONDS)
+    return outcome
 
 
 def studies_predict(*, study_ids: list[int], more_waiting: int = 0) -> dict[int, str]:
@@ -52,6 +56,32 @@ def studies_predict(*, study_ids: list[int], more_waiting: int = 0) -> dict[int,
     return study_predict_many(
         study_ids=study_ids, model_version_id=model_version.pk, loaded=loaded, more_waiting=more_waiting
     )
+
+
+def studies_drain(*, seconds: float) -> int:
+    """Go on predicting queued studies in full batches for up to ``seconds``, while any wait: under a
+    burst of uploads the process answers the backlog batch after batch instead of waiting on the
+    broker for the next message each time (the filesystem transport sleeps its polling interval
+    whenever the prefetch window is full). The other messages then find their studies done.
+    Returns how many studies it took. Problems are left to the messages: they record them."""
+    from studies.services import studies_predict_queued
+    from training.selectors import model_version_get_active
+    from training.services import model_version_load
+
+    deadline, taken = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        version = model_version_get_active()  # each batch: a promotion mid-drain is followed at once
+        if version is None:
+            break
+        try:
+            loaded = model_version_load(version=version)
+        except Exception:  # a broken artifact: the next message records why on its study
+            break
+        batch = studies_predict_queued(model_version_id=version.pk, loaded=loaded, limit=settings.PREDICTION_BATCH_SIZE)
+        if not batch:
+            break
+        taken += batch
+    return taken
 
 
 @shared_task(name="studies.repredict_unreviewed", **RETRYING)

@@ -225,6 +225,9 @@ PREDICTION_BATCH_SIZE = env.int("PREDICTION_BATCH_SIZE", default=16)
 # A prediction message that finds fewer studies waiting than a batch holds waits this long once
 # before it claims them, so that studies arriving together share one forward pass (0: never).
 PREDICTION_BATCH_WAIT_SECONDS = env.float("PREDICTION_BATCH_WAIT_SECONDS", default=0.02)
+# After its own batch a prediction task goes on with the queue for up to this long (0: one batch per
+# message): a burst is answered batch after batch, not a broker round trip per message.
+PREDICTION_DRAIN_SECONDS = env.float("PREDICTION_DRAIN_SECONDS", default=2.0)
 # Filesystem broker: seconds between looks at the queue folder (kombu's default, 1 s, was the
 # whole idle latency of `make run`); a look is one directory listing.
 BROKER_POLLING_INTERVAL = env.float("BROKER_POLLING_INTERVAL", default=0.05)
@@ -277,6 +280,10 @@ WORKER_WATCHDOG_MISSES = env.int("WORKER_WATCHDOG_MISSES", default=3)
 # ------------------------------------------------------------------------------------------------
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_ACKS_LATE = True
+# Celery's Django fixup closes every database connection before and after each task unless this is
+# set: a new connection per message (on PostgreSQL a new backend process). Kept instead, and checked
+# before each task as a web request's is (config.celery: CONN_MAX_AGE, a connection broken by an error).
+CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "inference"

@@ -96,6 +96,7 @@ def test_a_message_waits_once_for_its_batch_to_fill_and_a_study_arriving_meanwhi
 @pytest.mark.django_db
 def test_a_full_batch_waiting_is_taken_at_once(active_model, settings, monkeypatch):
     settings.PREDICTION_BATCH_SIZE, settings.PREDICTION_BATCH_WAIT_SECONDS = 2, 0.02
+    settings.PREDICTION_DRAIN_SECONDS = 0
     studies = [StudyFactory() for _ in range(3)]
     waits: list[float] = []
     monkeypatch.setattr("studies.services.time.sleep", waits.append)

@@ -52,6 +52,7 @@ def test_a_deleted_study_is_skipped():
 def test_studies_left_queued_are_dispatched_again(active_model, settings, django_capture_on_commit_callbacks):
     settings.REQUEUE_AFTER_SECONDS = 60
     settings.PREDICTION_BATCH_SIZE = 1  # the re-dispatched study alone, not the fresh one with it
+    settings.PREDICTION_DRAIN_SECONDS = 0
     stale, fresh = StudyFactory(), StudyFactory()
     Study.objects.filter(pk=stale.pk).update(status_changed_at=timezone.now() - timezone.timedelta(minutes=5))
     with django_capture_on_commit_callbacks(execute=True):
@@ -78,3 +79,27 @@ def test_after_a_new_version_is_activated_predictions_use_it(active_model, tiny_
     study_predict_task.apply(args=[later.id])
     assert Prediction.objects.get(study=later).model_version == newer
     assert Prediction.objects.exclude(study=later).get().model_version == active_model
+
+
+@pytest.mark.django_db
+def test_a_message_goes_on_with_the_queue_in_batches_then_the_others_find_theirs_done(active_model, settings):
+    settings.PREDICTION_BATCH_SIZE = 2
+    settings.PREDICTION_BATCH_WAIT_SECONDS = 0
+    studies = StudyFactory.create_batch(5)
+    assert study_predict_task.apply(args=[studies[0].id]).get() == "done"
+    assert Study.objects.filter(status=Study.Status.PREDICTED).count() == 5  # 3 batches, one message
+    assert Prediction.objects.count() == 5
+    # The later messages find their study answered: no second prediction, no attempt counted.
+    assert study_predict_task.apply(args=[studies[4].id]).get() == "done"
+    assert Prediction.objects.count() == 5
+    assert set(Study.objects.values_list("attempts", flat=True)) == {1}
+
+
+@pytest.mark.django_db
+def test_without_draining_a_message_takes_one_batch(active_model, settings):
+    settings.PREDICTION_BATCH_SIZE = 2
+    settings.PREDICTION_BATCH_WAIT_SECONDS = 0
+    settings.PREDICTION_DRAIN_SECONDS = 0
+    StudyFactory.create_batch(5)
+    study_predict_task.apply(args=[Study.objects.order_by("pk").first().id])
+    assert Study.objects.filter(status=Study.Status.PREDICTED).count() == 2
