@@ -176,7 +176,7 @@ class StudyListCreateApi(APIView):
 
         image = serializers.FileField(
             help_text="A chest X-ray: PNG, JPEG or DICOM. De-identified before it is stored: DICOM rebuilt from an "
-            "allow-list with pseudonymous UIDs and patient, PNG/JPEG re-encoded from the pixels only."
+            "allow-list with pseudonymous UIDs and patient, PNG/JPEG stripped of all metadata (pixels kept)."
         )
         patient_ref = serializers.CharField(
             required=False,

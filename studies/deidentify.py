@@ -9,7 +9,11 @@ meta information are dropped, so none of the Annex E attributes (names, IDs, dat
 physicians, accession numbers, free text) can survive. Pixels are written uncompressed (Explicit VR Little
 Endian) from the decoded array, so nothing can hide in an encapsulated stream either.
 
-PNG and JPEG: re-encoded from the decoded pixels only: no text chunks, no EXIF, no ICC profile, no comments.
+PNG and JPEG: the file's own coded pixels kept as they are, every metadata container dropped (image_clean): a JPEG
+keeps its tables, frame and scans (and a text-free JFIF APP0 and Adobe APP14), a PNG its critical chunks and tRNS, so
+no EXIF, XMP, ICC profile, comment, text chunk, thumbnail, appended picture or trailer survives, and nothing is lost
+to a second compression. A file whose pixels must be rotated (EXIF orientation) or that the parser below does not
+follow is re-encoded from the decoded pixels instead (pixels_reencode).
 
 Free-text inputs: ``patient_ref`` must look like a pseudonym; ``notes`` that look like identifiers are refused.
 """
@@ -24,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from django.core.exceptions import ValidationError
 from PIL import Image
+
+from inference.preprocessing import PNG_SIGNATURE, is_dicom
 
 DEIDENTIFICATION_METHOD = "PS3.15 Annex E Basic Profile, allow-list (cxr-platform)"  # LO: 64 chars at most
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
@@ -213,6 +219,101 @@ def dicom_deidentify(dataset, *, key: str, namespace: str, patient_ref: str = ""
     return Deidentified(data=buffer.getvalue(), suffix="dcm", patient_ref=pseudonym, hold_reason=hold)
 
 
+_JPEG_KEPT_APPS = {0xE0: b"JFIF\0", 0xEE: b"Adobe"}  # APP0 JFIF (density only), APP14 (the colour transform)
+_JPEG_NO_LENGTH = {0x01, 0xD8, *range(0xD0, 0xD8)}  # TEM, SOI, RSTn: markers without a segment
+_PNG_KEPT = {b"IHDR", b"PLTE", b"tRNS", b"sBIT", b"IDAT", b"IEND"}
+
+
+def image_clean(data: bytes, image: Image.Image) -> Deidentified:
+    """A PNG or JPEG upload without its metadata, its coded pixels untouched (``image``: the upload as decoded, by
+    which a file needing rotation, or one this module cannot follow, is re-encoded from the pixels instead)."""
+    png = data.startswith(PNG_SIGNATURE)
+    try:
+        return Deidentified(data=_png_strip(data), suffix="png") if png else Deidentified(_jpeg_strip(data), "jpg")
+    except ValueError:  # to be rotated, or a structure the decoder tolerated and this parser does not
+        return pixels_reencode(image, source_format="PNG" if png else "JPEG")
+
+
+def _exif_upright(exif: bytes) -> None:
+    """ValueError for EXIF (APP1 or eXIf) whose orientation asks for the pixels to be turned: the file as it is
+    would show sideways without it."""
+    tags = Image.Exif()
+    tags.load(exif)
+    if int(tags.get(0x0112, 1) or 1) != 1:
+        raise ValueError("EXIF orientation")
+
+
+def _jpeg_strip(data: bytes) -> bytes:
+    """SOI, every table, frame and scan segment and their entropy-coded data as they are, then EOI; APP0 JFIF
+    without its thumbnail and APP14 Adobe; no other APPn (EXIF, XMP, ICC, MPF, maker notes) or COM, nothing after
+    the first EOI (an MPO's further pictures, trailers). ValueError for a file to be turned upright (EXIF
+    orientation) and for anything but a well-formed marker structure."""
+    if not data.startswith(b"\xff\xd8"):
+        raise ValueError("no SOI")
+    out, pos, end = [b"\xff\xd8"], 2, len(data)
+    while True:
+        if pos >= end or data[pos] != 0xFF:
+            raise ValueError(f"no marker at byte {pos}")
+        while pos < end and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        marker = data[pos] if pos < end else None
+        if marker == 0xD9:
+            out.append(b"\xff\xd9")
+            return b"".join(out)
+        if marker is None or pos + 2 >= end:
+            raise ValueError("cut short")
+        if marker in _JPEG_NO_LENGTH or marker == 0x00:
+            raise ValueError(f"marker {marker:#x} outside a scan")
+        length = int.from_bytes(data[pos + 1 : pos + 3], "big")
+        if length < 2 or pos + 1 + length > end:
+            raise ValueError("segment length")
+        payload, pos = data[pos + 3 : pos + 1 + length], pos + 1 + length
+        if marker == 0xE1 and payload.startswith(b"Exif\0\0"):
+            _exif_upright(payload[6:])
+        if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            magic = _JPEG_KEPT_APPS.get(marker)
+            if magic and payload.startswith(magic) and len(payload) >= (14 if marker == 0xE0 else 12):
+                payload = payload[:12] + b"\0\0" if marker == 0xE0 else payload[:12]  # no thumbnail; Adobe's 12 bytes
+                out.append(bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload)
+            continue
+        out.append(bytes([0xFF, marker]) + (length).to_bytes(2, "big") + payload)
+        if marker == 0xDA:  # a scan: entropy-coded data up to the next marker that is not a stuffed 0 or RSTn
+            start = pos
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= end:
+                    raise ValueError("scan cut short")
+                following = data[pos + 1]
+                if following == 0x00 or 0xD0 <= following <= 0xD7:
+                    pos += 2
+                elif following == 0xFF:
+                    pos += 1
+                else:
+                    break
+            out.append(data[start:pos])
+
+
+def _png_strip(data: bytes) -> bytes:
+    """The signature and the chunks that code the pixels (IHDR, PLTE, tRNS, sBIT, IDAT, IEND) as they are; every
+    ancillary chunk else (tEXt, zTXt, iTXt, eXIf, tIME, iCCP, private ones) and anything after IEND dropped."""
+    out, pos = [data[:8]], 8
+    while pos + 12 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind, chunk_end = data[pos + 4 : pos + 8], pos + 12 + length
+        if chunk_end > len(data):
+            raise ValueError("chunk cut short")
+        if kind == b"eXIf":
+            _exif_upright(data[pos + 8 : chunk_end - 4])
+        elif kind in {b"tEXt", b"zTXt", b"iTXt"} and data[pos + 8 : pos + 25].lower() == b"raw profile type ":
+            raise ValueError("EXIF in a text chunk (ImageMagick's), which Pillow turns the pixels by: rebuilt instead")
+        if kind in _PNG_KEPT:
+            out.append(data[pos:chunk_end])
+        if kind == b"IEND":
+            return b"".join(out)
+        pos = chunk_end
+    raise ValueError("no IEND")
+
+
 def pixels_reencode(image: Image.Image, *, source_format: str) -> Deidentified:
     """A PNG or JPEG rebuilt from the decoded pixels alone: no text chunk, EXIF, ICC profile or comment survives."""
     if image.mode == "P" or image.mode == "PA":
@@ -226,11 +327,16 @@ def pixels_reencode(image: Image.Image, *, source_format: str) -> Deidentified:
     return Deidentified(data=buffer.getvalue(), suffix="png")
 
 
+# What Pillow reports of a file image_clean or pixels_reencode wrote: coding and density, no text.
+_CLEAN_INFO = {
+    *("jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "adobe", "adobe_transform"),
+    *("progressive", "progression", "transparency"),
+}
+
+
 def stored_file_is_deidentified(data: bytes) -> bool:
     """Whether a stored file is one this module wrote (files stored before it existed are not)."""
     import pydicom
-
-    from inference.preprocessing import is_dicom
 
     if is_dicom(data):
         try:
@@ -244,8 +350,9 @@ def stored_file_is_deidentified(data: bytes) -> bool:
         )
     try:
         with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as image:
-            return not (set(image.info) - {"jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi"}) and not (
-                image.applist[1:] if hasattr(image, "applist") else []
+            return not (set(image.info) - _CLEAN_INFO) and all(
+                marker in {"APP0", "APP14"} and content[:5] in {b"JFIF\0", b"Adobe"}
+                for marker, content in getattr(image, "applist", [])
             )
     except Exception:
         return False

@@ -23,7 +23,6 @@ from django.utils import timezone
 
 from config.celery import task_send
 from inference.preprocessing import (
-    PNG_SIGNATURE,
     ImageDecodeError,
     dicom_pixels,
     dicom_read,
@@ -37,10 +36,10 @@ from inference.services import LoadedModel, PredictionResult, decode_many, predi
 from studies.audit import access_record
 from studies.deidentify import (
     dicom_deidentify,
+    image_clean,
     notes_check,
     patient_pseudonym,
     patient_ref_check,
-    pixels_reencode,
     stored_file_is_deidentified,
 )
 from studies.models import AccessEvent, Label, Patient, Prediction, RejectReason, Review, Site, Study
@@ -97,7 +96,7 @@ def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "") -> 
         else:
             image = pillow_open(data)
             gray = gray_check(pillow_gray(image))
-            clean = pixels_reencode(image, source_format="PNG" if data.startswith(PNG_SIGNATURE) else "JPEG")
+            clean = image_clean(data, image)
     except ImageDecodeError as exc:
         raise ValidationError({"image": str(exc)}) from exc
     rendition, rendition_suffix = rendition_encode(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=dicom)

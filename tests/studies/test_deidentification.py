@@ -247,3 +247,112 @@ def test_a_held_study_cannot_be_sent_for_prediction_without_being_released(api_c
     with pytest.raises(ValidationError, match="held for a human decision"):
         study_requeue(study=Study.objects.get(pk=study_id))
     assert Study.objects.get(pk=study_id).status == Study.Status.HELD
+
+
+def _needle_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x013B] = "HOUSE^GREGORY"  # Artist
+    exif[0x010E] = "Johnathan Doe, born 1957"  # ImageDescription
+    return exif.tobytes()
+
+
+def _jpeg(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def _png(image: Image.Image, **options) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Patient", "DOE^JOHNATHAN 19570412")
+    info.add_itxt("Comment", "MRN-4711-QX", zip=True)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info, **options)
+    return buffer.getvalue()
+
+
+def _mpo(first: Image.Image, second: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    first.save(buffer, format="MPO", save_all=True, append_images=[second], exif=_needle_exif())
+    return buffer.getvalue()
+
+
+def _jfif_thumbnail(data: bytes) -> bytes:
+    """The JPEG with its JFIF APP0 carrying a 4 x 1 thumbnail whose 12 bytes spell an identifier."""
+    assert data[2:4] == b"\xff\xe0"
+    app0 = b"JFIF\0\x01\x02\x00\x00\x01\x00\x01\x04\x01" + b"MRN-4711-QX\0"
+    return data[:2] + b"\xff\xe0" + (len(app0) + 2).to_bytes(2, "big") + app0 + data[4 + int.from_bytes(data[4:6]) :]
+
+
+GRAY = Image.fromarray(xray_array(size=96, label="covid"))
+UPLOADS = {
+    "gray JPEG with EXIF and a comment": lambda: _jpeg(GRAY, exif=_needle_exif(), comment=b"Springfield ward 7"),
+    "RGB JPEG with an ICC profile": lambda: _jpeg(GRAY.convert("RGB"), icc_profile=b"Exemplar" * 40),
+    "progressive JPEG": lambda: _jpeg(GRAY, progressive=True, exif=_needle_exif()),
+    "JPEG with restart markers": lambda: _jpeg(GRAY.convert("RGB"), restart_marker_rows=1),
+    "CMYK JPEG (Adobe APP14)": lambda: _jpeg(GRAY.convert("CMYK"), comment=b"HOUSE^GREGORY"),
+    "JPEG with a trailer after EOI": lambda: _jpeg(GRAY) + b"Johnathan Doe, born 19570412",
+    "JPEG with a JFIF thumbnail": lambda: _jfif_thumbnail(_jpeg(GRAY)),
+    "MPO from a phone": lambda: _mpo(GRAY, Image.fromarray(xray_array(size=48))),
+    "8-bit PNG with text chunks": lambda: _png(GRAY),
+    "16-bit PNG": lambda: _png(Image.fromarray(xray_array(size=96).astype(np.uint16) * 200)),
+    "palette PNG with transparency": lambda: _png(GRAY.convert("P"), transparency=3),
+}
+
+
+@pytest.mark.parametrize("kind", UPLOADS)
+def test_an_upload_loses_its_metadata_but_not_one_bit_of_its_pixels(kind):
+    """image_clean keeps the coded pixels as they are (no second JPEG compression) and drops every container of text."""
+    from inference.preprocessing import pillow_open
+    from studies.deidentify import image_clean, stored_file_is_deidentified
+
+    data = UPLOADS[kind]()
+    assert _found_in(data) or kind in {"RGB JPEG with an ICC profile", "JPEG with restart markers", "16-bit PNG"}
+    decoded = pillow_open(data)
+    clean = image_clean(data, decoded)
+    assert _found_in(clean.data) == [] and b"Exemplar" not in clean.data
+    assert clean.suffix == ("png" if "PNG" in kind else "jpg")
+    assert stored_file_is_deidentified(clean.data)
+    with Image.open(io.BytesIO(clean.data)) as stored:
+        assert stored.mode == decoded.mode and not {"exif", "icc_profile", "comment"} & set(stored.info)
+        assert np.array_equal(np.asarray(stored), np.asarray(decoded))  # lossless: the same decoded pixels
+    if "JPEG" in kind or "MPO" in kind:  # the entropy-coded scan itself is carried over byte for byte
+        scan = data[data.index(b"\xff\xda") : data.index(b"\xff\xd9")]
+        assert scan in clean.data
+
+
+def test_a_png_that_must_be_rotated_is_re_encoded_upright():
+    from inference.preprocessing import pillow_open
+    from studies.deidentify import image_clean
+
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotated 90 degrees counter-clockwise
+    buffer = io.BytesIO()
+    Image.fromarray(xray_array(size=96)[:, :64]).save(buffer, format="PNG", exif=exif.tobytes())
+    data = buffer.getvalue()
+    clean = image_clean(data, pillow_open(data))
+    with Image.open(io.BytesIO(clean.data)) as stored:
+        assert stored.size == (96, 64) and b"eXIf" not in clean.data
+
+
+def test_an_upload_that_must_be_rotated_is_re_encoded_upright():
+    from inference.preprocessing import pillow_open
+    from studies.deidentify import image_clean
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees clockwise
+    exif[0x013B] = "HOUSE^GREGORY"
+    data = _jpeg(Image.fromarray(xray_array(size=96)[:, :64]), exif=exif.tobytes())
+    clean = image_clean(data, pillow_open(data))
+    with Image.open(io.BytesIO(clean.data)) as stored:
+        assert stored.size == (96, 64) and "exif" not in stored.info
+    assert _found_in(clean.data) == []
+
+
+@pytest.mark.parametrize("cut", [b"", b"\xff\xd8\xff\xe0\x00", b"\xff\xd8\xff\xdb\x00\x43"])
+def test_a_jpeg_structure_the_parser_cannot_follow_is_refused_by_it(cut):
+    from studies.deidentify import _jpeg_strip
+
+    data = _jpeg(GRAY)
+    with pytest.raises(ValueError):
+        _jpeg_strip(cut or data[: len(data) // 2])
