@@ -221,6 +221,9 @@ def dicom_deidentify(dataset, *, key: str, namespace: str, patient_ref: str = ""
 
 _JPEG_KEPT_APPS = {0xE0: b"JFIF\0", 0xEE: b"Adobe"}  # APP0 JFIF (density only), APP14 (the colour transform)
 _JPEG_NO_LENGTH = {0x01, 0xD8, *range(0xD0, 0xD8)}  # TEM, SOI, RSTn: markers without a segment
+# Segments that code the pixels: SOFn, DHT, DAC (0xC0-0xCF but JPG), DQT, DNL, DRI, DHP, EXP, SOS. Anything else
+# (APPn, COM; the JPGn extensions and reserved markers, which libjpeg refuses anyway) can carry text: dropped.
+_JPEG_CODING = {*range(0xC0, 0xC8), *range(0xC9, 0xD0), 0xDA, 0xDB, 0xDC, 0xDD, 0xDE, 0xDF}
 _PNG_KEPT = {b"IHDR", b"PLTE", b"tRNS", b"sBIT", b"IDAT", b"IEND"}
 
 
@@ -276,7 +279,9 @@ def _jpeg_strip(data: bytes) -> bytes:
                 payload = payload[:12] + b"\0\0" if marker == 0xE0 else payload[:12]  # no thumbnail; Adobe's 12 bytes
                 out.append(bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload)
             continue
-        out.append(bytes([0xFF, marker]) + (length).to_bytes(2, "big") + payload)
+        if marker not in _JPEG_CODING:
+            continue
+        out.append(bytes([0xFF, marker]) + length.to_bytes(2, "big") + payload)
         if marker == 0xDA:  # a scan: entropy-coded data up to the next marker that is not a stuffed 0 or RSTn
             start = pos
             while True:
