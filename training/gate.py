@@ -5,6 +5,8 @@ scope (all cases, and every source with enough test patients) and each metric (b
 and the sensitivity of every class with enough cases there), a paired bootstrap over patients
 (drawn within each source) gives the candidate-minus-active difference and its 95% interval.
 
+No scope is judged on fewer than ``min_source_patients`` test patients: a test split with fewer refuses.
+
 Default policy: promote when the candidate is non-inferior everywhere (every lower bound of balanced
 accuracy and of COVID sensitivity above -margin); it is *better* where a lower bound is above zero. A
 non-inferior tie goes to the candidate, which has seen more data.
@@ -20,6 +22,11 @@ OVERALL = "overall"
 FIRST_VERSION = "No active model: the first version is activated."
 BALANCED_ACCURACY = "balanced_accuracy"
 EMPTY_TEST_SPLIT = "The test split is empty: nothing shows the candidate is not worse."
+TOO_FEW_PATIENTS = (
+    "The test split holds {patients} patient(s); at least {needed} are needed to judge a candidate "
+    "(PROMOTION_MIN_SOURCE_PATIENTS): kept as candidate. Review more studies, or promote it with an override "
+    "and a reason."
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,11 @@ def gate_decide(*, candidate: CaseSet, active: CaseSet | None, policy: GatePolic
         raise ValueError("Candidate and active model must be scored on the same test cases, in the same order.")
     if not candidate.study_ids:
         return GateDecision(False, EMPTY_TEST_SPLIT)
+    test_patients = len(set(candidate.patients))
+    if test_patients < policy.min_source_patients:
+        # A bootstrap over one patient draws that patient every time: a zero-width interval, so one
+        # case would make a model "better". No scope is judged on fewer patients than a source needs.
+        return GateDecision(False, TOO_FEW_PATIENTS.format(patients=test_patients, needed=policy.min_source_patients))
 
     weights = _stratified_patient_bootstrap(candidate.patients, candidate.sources, policy)
     rows = []

@@ -135,3 +135,22 @@ def test_a_few_swapped_cases_of_a_class_not_required_do_not_refuse_on_their_own(
     assert decision.promote
     strict = GatePolicy(bootstrap_rounds=200, required_sensitivities=("covid", "normal"))
     assert not gate_decide(candidate=cand, active=act, policy=strict).promote
+
+
+@pytest.mark.parametrize("patients, promote", [(1, False), (9, False), (10, True)])
+def test_a_test_split_of_too_few_patients_judges_nothing(patients, promote):
+    """One patient drawn every time gave a zero-width interval: one case made a model "better"."""
+    y = np.array([0, 1, 2] * 4)[: max(patients, 3)]
+    common = {
+        "class_names": CLASSES,
+        "study_ids": range(len(y)),
+        "patients": [f"p{i % patients}" for i in range(len(y))],
+        "sources": ["site-a"] * len(y),
+        "y_true": y,
+    }
+    active = CaseSet.build(**common, decided=np.zeros(len(y), dtype=int))
+    candidate = CaseSet.build(**common, decided=y)  # right on every case
+    decision = gate_decide(candidate=candidate, active=active, policy=POLICY)
+    assert decision.promote is promote
+    if not promote:
+        assert decision.comparisons == () and f"holds {patients} patient(s); at least 10" in decision.reason
