@@ -292,6 +292,24 @@ def _png_structure_check(data: bytes) -> None:
     raise ImageDecodeError("Not a readable PNG or JPEG image: the PNG file is truncated (no IEND chunk).")
 
 
+PNG_COLOUR_16_MIN_LEVELS = 64  # gray levels a 16-bit colour PNG must keep at 8 bits to be read
+
+
+def _png_colour_depth_check(data: bytes, image: Image.Image) -> None:
+    """Pillow reads a 16-bit RGB, RGBA or gray+alpha PNG at 8 bits a channel (the high byte). Fine for values that
+    span the 16 bits; a detector's 12 bits in the low end would keep only 16 gray levels: refused, not posterized."""
+    bit_depth, colour_type = data[24], data[25]  # IHDR comes first (checked by the structure walk)
+    if bit_depth != 16 or colour_type not in {2, 4, 6}:
+        return
+    levels = sum(1 for count in image.convert("L").histogram() if count)
+    if levels < PNG_COLOUR_16_MIN_LEVELS:
+        raise ImageDecodeError(
+            f"This PNG stores 16-bit colour channels, which are read at 8 bits, and they keep only {levels} gray "
+            "levels here (the values sit in the low bits). Save the X-ray as a 16-bit grayscale PNG, or send the "
+            "DICOM."
+        )
+
+
 def _starts_like_a_dicom_dataset(data: bytes) -> bool:
     """A raw DICOM dataset (no preamble, no 'DICM') begins with a little-endian tag of an early group:
     file meta (0002), identification (0008), patient (0010), acquisition (0018), relationship (0020)
@@ -321,6 +339,8 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
             if getattr(image, "is_animated", False) and not multi_picture:
                 raise ImageDecodeError("Animated images are not supported; upload a single still image.")
             image.load()  # raises on truncated files
+            if data.startswith(PNG_SIGNATURE):
+                _png_colour_depth_check(data, image)
             return ImageOps.exif_transpose(image)
     except ImageDecodeError:
         raise

@@ -144,6 +144,34 @@ def test_a_phone_cameras_multi_picture_jpeg_is_read_as_its_first_picture():
     assert load_grayscale(buffer.getvalue()).shape == (160, 160)
 
 
+def _png16(values: np.ndarray, colour_type: int, channels: int) -> bytes:
+    """A 16-bit PNG (Pillow writes none in colour) holding ``values`` in every colour channel, opaque."""
+    import struct
+    import zlib
+
+    pixels = np.repeat(values.astype(">u2")[:, :, None], channels, axis=2)
+    if colour_type in {4, 6}:
+        pixels[:, :, -1] = 65535  # opaque
+    raw = b"".join(b"\x00" + row.tobytes() for row in pixels)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", values.shape[1], values.shape[0], 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("colour_type, channels", [(2, 3), (4, 2), (6, 4)])
+def test_a_16_bit_colour_png_is_read_when_its_high_bytes_hold_the_picture_and_refused_when_they_do_not(
+    colour_type, channels
+):
+    twelve_bit = (xray_array(size=96).astype(np.uint16) * 16) % 4096  # a detector's 12 bits: 0..4095
+    with pytest.raises(ImageDecodeError, match=r"16-bit colour channels.*keep only \d+ gray levels"):
+        load_grayscale(_png16(twelve_bit, colour_type, channels))
+    full_range = xray_array(size=96).astype(np.uint16) * 257  # the 16 bits used: the high byte is the picture
+    assert np.array_equal(load_grayscale(_png16(full_range, colour_type, channels)), load_grayscale(png_bytes(size=96)))
+
+
 def test_an_image_without_any_contrast_is_refused():
     transparent = Image.fromarray(np.stack([xray_array()] * 3 + [np.zeros((96, 96), np.uint8)], axis=-1), "RGBA")
     buffer = io.BytesIO()
