@@ -198,6 +198,14 @@ def dicom_read(data: bytes, limits: DecodeLimits | None = None):  # -> pydicom.D
         raise ImageDecodeError("Only grayscale DICOM images are supported (Samples per Pixel must be 1).")
     if bits not in {8, 16, 32}:
         raise ImageDecodeError(f"Bits Allocated is {bits}; 8, 16 or 32 are supported.")
+    if str(dataset.get("PresentationIntentType", "") or "").strip().upper() == "FOR PROCESSING":
+        # Raw detector values (often linear in dose, PixelIntensityRelationship LIN), which the modality
+        # turns into the image to read by processing of its own: stretched as they are they look nothing
+        # like a radiograph (dark lungs), and no model was trained on them.
+        raise ImageDecodeError(
+            "This DICOM is a 'FOR PROCESSING' image (raw detector values, not meant to be read or shown); send the "
+            "'FOR PRESENTATION' image the modality made from it."
+        )
     return dataset
 
 

@@ -124,6 +124,22 @@ def test_a_12_bit_lossy_jpeg_dicom_is_refused_saying_what_to_send_instead():
         load_grayscale(compressed)
 
 
+def test_a_for_processing_dicom_is_refused_saying_what_to_send_instead():
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes()))
+    dataset.PresentationIntentType = "FOR PROCESSING"
+    dataset.PixelIntensityRelationship = "LIN"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    with pytest.raises(ImageDecodeError, match=r"'FOR PROCESSING' image.*send the 'FOR PRESENTATION' image"):
+        load_grayscale(buffer.getvalue())
+    dataset.PresentationIntentType = "FOR PRESENTATION"
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    assert load_grayscale(buffer.getvalue()).shape == (dataset.Rows, dataset.Columns)
+
+
 def test_a_dicom_dataset_without_the_file_header_is_refused_saying_what_it_is():
     import pydicom
     from pydicom.filebase import DicomBytesIO
