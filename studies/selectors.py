@@ -523,6 +523,11 @@ def studies_waiting_for_prediction() -> bool:
     return Study.objects.filter(status__in=[Study.Status.QUEUED, Study.Status.PROCESSING]).exists()
 
 
+def study_status(study_id: int) -> str | None:
+    """A study's status, None if it does not exist: one indexed read."""
+    return Study.objects.filter(pk=study_id).values_list("status", flat=True).first()
+
+
 def studies_queued_at_least(count: int) -> bool:
     """Whether at least ``count`` studies wait in the queue; counts no further than that (a backlog
     of thousands after a broker outage costs the same as a full batch)."""

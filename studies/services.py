@@ -683,8 +683,6 @@ def study_predict_many(
 def studies_predict_queued(*, model_version_id: int, loaded: LoadedModel, limit: int) -> int:
     """Predict up to ``limit`` queued studies, oldest first, in one batch, as study_predict_many does;
     returns how many it took (0: none was queued)."""
-    if not studies_queued_at_least(1):  # a read: no write transaction for an empty queue
-        return 0
     claimed = studies_claim_for_prediction(study_ids=[], model_version_id=model_version_id, more_waiting=limit)
     _studies_predict_guarded(claimed, model_version_id=model_version_id, loaded=loaded)
     return len(claimed)

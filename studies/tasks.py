@@ -29,7 +29,15 @@ def study_predict_task(self, study_id: int) -> str:
     """Predict a study with the active model, together with up to PREDICTION_BATCH_SIZE - 1 other
     waiting studies (a micro-batch; their own messages then find them done), then go on with the
     queue (studies_drain). Idempotent."""
-    outcome = studies_predict(study_ids=[study_id], more_waiting=settings.PREDICTION_BATCH_SIZE - 1)[study_id]
+    from studies.models import Study
+    from studies.selectors import study_status
+
+    if study_status(study_id) == Study.Status.PREDICTED:
+        # Answered by a batch another message started (most messages of a burst): one read. Studies are
+        # queued again only by a service that sets them queued; a promotion's re-prediction has its own task.
+        outcome = "done"
+    else:
+        outcome = studies_predict(study_ids=[study_id], more_waiting=settings.PREDICTION_BATCH_SIZE - 1)[study_id]
     studies_drain(seconds=settings.PREDICTION_DRAIN_SECONDS)
     return outcome
 
@@ -64,12 +72,13 @@ def studies_drain(*, seconds: float) -> int:
     broker for the next message each time (the filesystem transport sleeps its polling interval
     whenever the prefetch window is full). The other messages then find their studies done.
     Returns how many studies it took. Problems are left to the messages: they record them."""
+    from studies.selectors import studies_queued_at_least
     from studies.services import studies_predict_queued
     from training.selectors import model_version_get_active
     from training.services import model_version_load
 
     deadline, taken = time.monotonic() + seconds, 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and studies_queued_at_least(1):
         version = model_version_get_active()  # each batch: a promotion mid-drain is followed at once
         if version is None:
             break
