@@ -337,19 +337,21 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
         _png_structure_check(data)
     try:
         # Between Pillow's limit and twice it Pillow only warns: _check_size below refuses those.
+        # Not closed: it reads from memory, and a closed image loses its pixels (transposing in place
+        # instead of a copy saves one full-size copy per decode).
         image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
-        with image:
-            if image.format not in {"PNG", "JPEG", "MPO"}:
-                raise ImageDecodeError(f"Unsupported image format {image.format}; upload PNG, JPEG or DICOM.")
-            # MPO: a phone camera's JPEG with further (smaller) pictures appended; the first is the photo.
-            multi_picture = image.format == "MPO"
-            _check_size(image.width, image.height, 1 if multi_picture else getattr(image, "n_frames", 1), limits)
-            if getattr(image, "is_animated", False) and not multi_picture:
-                raise ImageDecodeError("Animated images are not supported; upload a single still image.")
-            image.load()  # raises on truncated files
-            if data.startswith(PNG_SIGNATURE):
-                _png_colour_depth_check(data, image)
-            return ImageOps.exif_transpose(image)
+        if image.format not in {"PNG", "JPEG", "MPO"}:
+            raise ImageDecodeError(f"Unsupported image format {image.format}; upload PNG, JPEG or DICOM.")
+        # MPO: a phone camera's JPEG with further (smaller) pictures appended; the first is the photo.
+        multi_picture = image.format == "MPO"
+        _check_size(image.width, image.height, 1 if multi_picture else getattr(image, "n_frames", 1), limits)
+        if getattr(image, "is_animated", False) and not multi_picture:
+            raise ImageDecodeError("Animated images are not supported; upload a single still image.")
+        image.load()  # raises on truncated files
+        if data.startswith(PNG_SIGNATURE):
+            _png_colour_depth_check(data, image)
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
