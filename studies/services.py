@@ -672,7 +672,7 @@ def study_predict_many(
         # Answered already, by a batch another message started (the usual fate of a message in a busy
         # queue): a read, not a write transaction that would queue behind the uploads' on SQLite.
         return {pk: _outcome_unclaimed(pk, model_version_id) for pk in study_ids}
-    _batch_gather(more_waiting=more_waiting)
+    _batch_gather(more_waiting=more_waiting, wait=settings.PREDICTION_BATCH_WAIT_SECONDS)
     claimed = studies_claim_for_prediction(
         study_ids=study_ids, model_version_id=model_version_id, more_waiting=more_waiting
     )
@@ -681,8 +681,10 @@ def study_predict_many(
 
 
 def studies_predict_queued(*, model_version_id: int, loaded: LoadedModel, limit: int) -> int:
-    """Predict up to ``limit`` queued studies, oldest first, in one batch, as study_predict_many does;
-    returns how many it took (0: none was queued)."""
+    """Predict up to ``limit`` queued studies, oldest first, in one batch, as study_predict_many does,
+    after waiting PREDICTION_DRAIN_WAIT_SECONDS once when fewer are queued; returns how many it took
+    (0: none was queued)."""
+    _batch_gather(more_waiting=limit - 1, wait=settings.PREDICTION_DRAIN_WAIT_SECONDS)
     claimed = studies_claim_for_prediction(study_ids=[], model_version_id=model_version_id, more_waiting=limit)
     _studies_predict_guarded(claimed, model_version_id=model_version_id, loaded=loaded)
     return len(claimed)
@@ -703,10 +705,9 @@ def _studies_predict_guarded(claimed: list[Study], *, model_version_id: int, loa
         return studies_mark_failed(study_ids=[s.pk for s in claimed], reason=f"{type(exc).__name__}: {exc}")
 
 
-def _batch_gather(*, more_waiting: int) -> None:
-    """Let a micro-batch fill: when fewer studies wait than it could take, wait
-    PREDICTION_BATCH_WAIT_SECONDS once (uploads arriving together then share one pass)."""
-    wait = settings.PREDICTION_BATCH_WAIT_SECONDS
+def _batch_gather(*, more_waiting: int, wait: float) -> None:
+    """Let a micro-batch fill: when fewer studies wait than it could take, wait ``wait`` seconds once
+    (uploads arriving together then share one pass)."""
     if more_waiting > 0 and wait > 0 and not studies_queued_at_least(more_waiting + 1):
         time.sleep(wait)
 

@@ -94,6 +94,27 @@ def test_a_message_waits_once_for_its_batch_to_fill_and_a_study_arriving_meanwhi
 
 
 @pytest.mark.django_db
+def test_draining_waits_once_for_a_short_batch_to_fill_and_a_study_arriving_meanwhile_joins_it(
+    active_model, settings, monkeypatch
+):
+    settings.PREDICTION_BATCH_SIZE, settings.PREDICTION_BATCH_WAIT_SECONDS = 2, 0.02
+    settings.PREDICTION_DRAIN_WAIT_SECONDS = 0.05
+    studies = [StudyFactory() for _ in range(3)]
+    waits: list[float] = []
+
+    def arrival(seconds: float) -> None:
+        waits.append(seconds)
+        StudyFactory()
+
+    monkeypatch.setattr("studies.services.time.sleep", arrival)
+    assert study_predict_task.apply(args=[studies[0].id]).get() == "done"
+    # The message's batch was full (no wait); the drain found one study, waited once, and took two.
+    assert waits == [0.05]
+    assert Prediction.objects.count() == 4
+    assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.PREDICTED}
+
+
+@pytest.mark.django_db
 def test_a_full_batch_waiting_is_taken_at_once(active_model, settings, monkeypatch):
     settings.PREDICTION_BATCH_SIZE, settings.PREDICTION_BATCH_WAIT_SECONDS = 2, 0.02
     settings.PREDICTION_DRAIN_SECONDS = 0
