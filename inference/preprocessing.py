@@ -14,7 +14,7 @@ from struct import error as struct_error
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 ImageSource = str | Path | bytes | BinaryIO
 
@@ -350,6 +350,8 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
         image.load()  # raises on truncated files
         if data.startswith(PNG_SIGNATURE):
             _png_colour_depth_check(data, image)
+        # Pillow reads the orientation from EXIF, and from XMP without one; image_clean must know it was applied.
+        image.info[_ORIENTATION_APPLIED] = int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
         ImageOps.exif_transpose(image, in_place=True)
         return image
     except ImageDecodeError:
@@ -369,6 +371,14 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
         ) from exc
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error, struct_error) as exc:
         raise ImageDecodeError(f"Not a readable PNG or JPEG image: {exc}.") from exc
+
+
+_ORIENTATION_APPLIED = "cxr_orientation_applied"
+
+
+def applied_orientation(image: Image.Image) -> int:
+    """The EXIF orientation pillow_open turned ``image`` upright by (1: none; the pixels are as coded)."""
+    return int(image.info.get(_ORIENTATION_APPLIED, 1))
 
 
 def pillow_gray(image: Image.Image) -> np.ndarray:

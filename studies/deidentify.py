@@ -29,7 +29,7 @@ import numpy as np
 from django.core.exceptions import ValidationError
 from PIL import Image
 
-from inference.preprocessing import PNG_SIGNATURE, is_dicom
+from inference.preprocessing import PNG_SIGNATURE, applied_orientation, is_dicom
 
 DEIDENTIFICATION_METHOD = "PS3.15 Annex E Basic Profile, allow-list (cxr-platform)"  # LO: 64 chars at most
 BASIC_PROFILE_CODE = ("113100", "DCM", "Basic Application Confidentiality Profile")
@@ -228,29 +228,23 @@ _PNG_KEPT = {b"IHDR", b"PLTE", b"tRNS", b"sBIT", b"IDAT", b"IEND"}
 
 
 def image_clean(data: bytes, image: Image.Image) -> Deidentified:
-    """A PNG or JPEG upload without its metadata, its coded pixels untouched (``image``: the upload as decoded, by
-    which a file needing rotation, or one this module cannot follow, is re-encoded from the pixels instead)."""
+    """A PNG or JPEG upload without its metadata, its coded pixels untouched. ``image`` is the upload as
+    pillow_open decoded it: one it turned upright (an orientation in EXIF or XMP, as Pillow reads them), and one
+    whose structure this module does not follow, is re-encoded from those pixels instead."""
     png = data.startswith(PNG_SIGNATURE)
-    try:
-        return Deidentified(data=_png_strip(data), suffix="png") if png else Deidentified(_jpeg_strip(data), "jpg")
-    except ValueError:  # to be rotated, or a structure the decoder tolerated and this parser does not
-        return pixels_reencode(image, source_format="PNG" if png else "JPEG")
-
-
-def _exif_upright(exif: bytes) -> None:
-    """ValueError for EXIF (APP1 or eXIf) whose orientation asks for the pixels to be turned: the file as it is
-    would show sideways without it."""
-    tags = Image.Exif()
-    tags.load(exif)
-    if int(tags.get(0x0112, 1) or 1) != 1:
-        raise ValueError("EXIF orientation")
+    if applied_orientation(image) == 1:
+        try:
+            return Deidentified(data=_png_strip(data), suffix="png") if png else Deidentified(_jpeg_strip(data), "jpg")
+        except ValueError:  # a structure the decoder tolerated and this parser does not
+            pass
+    return pixels_reencode(image, source_format="PNG" if png else "JPEG")
 
 
 def _jpeg_strip(data: bytes) -> bytes:
     """SOI, every table, frame and scan segment and their entropy-coded data as they are, then EOI; APP0 JFIF
     without its thumbnail and APP14 Adobe; no other APPn (EXIF, XMP, ICC, MPF, maker notes) or COM, nothing after
-    the first EOI (an MPO's further pictures, trailers). ValueError for a file to be turned upright (EXIF
-    orientation) and for anything but a well-formed marker structure."""
+    the first EOI (an MPO's further pictures, trailers). ValueError for anything but a well-formed marker
+    structure."""
     if not data.startswith(b"\xff\xd8"):
         raise ValueError("no SOI")
     out, pos, end = [b"\xff\xd8"], 2, len(data)
@@ -271,8 +265,6 @@ def _jpeg_strip(data: bytes) -> bytes:
         if length < 2 or pos + 1 + length > end:
             raise ValueError("segment length")
         payload, pos = data[pos + 3 : pos + 1 + length], pos + 1 + length
-        if marker == 0xE1 and payload.startswith(b"Exif\0\0"):
-            _exif_upright(payload[6:])
         if 0xE0 <= marker <= 0xEF or marker == 0xFE:
             magic = _JPEG_KEPT_APPS.get(marker)
             if magic and payload.startswith(magic) and len(payload) >= (14 if marker == 0xE0 else 12):
@@ -281,6 +273,8 @@ def _jpeg_strip(data: bytes) -> bytes:
             continue
         if marker not in _JPEG_CODING:
             continue
+        if marker == 0xDC and length != 4:  # DNL is a line count; decoders skip any longer one unread
+            raise ValueError("DNL segment of the wrong length")
         out.append(bytes([0xFF, marker]) + length.to_bytes(2, "big") + payload)
         if marker == 0xDA:  # a scan: entropy-coded data up to the next marker that is not a stuffed 0 or RSTn
             start = pos
@@ -299,24 +293,37 @@ def _jpeg_strip(data: bytes) -> bytes:
 
 
 def _png_strip(data: bytes) -> bytes:
-    """The signature and the chunks that code the pixels (IHDR, PLTE, tRNS, sBIT, IDAT, IEND) as they are; every
-    ancillary chunk else (tEXt, zTXt, iTXt, eXIf, tIME, iCCP, private ones) and anything after IEND dropped."""
-    out, pos = [data[:8]], 8
+    """The signature and the chunks that code the pixels (IHDR, IDAT, IEND; PLTE of a palette image; tRNS and sBIT
+    of their sizes) as they are; every other chunk (tEXt, zTXt, iTXt, eXIf, tIME, iCCP, private ones) and anything
+    after IEND dropped. ValueError for a kept chunk larger than its content can be (room for other bytes)."""
+    out, pos, colour_type = [data[:8]], 8, data[25] if len(data) > 25 else -1
     while pos + 12 <= len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
         kind, chunk_end = data[pos + 4 : pos + 8], pos + 12 + length
         if chunk_end > len(data):
             raise ValueError("chunk cut short")
-        if kind == b"eXIf":
-            _exif_upright(data[pos + 8 : chunk_end - 4])
-        elif kind in {b"tEXt", b"zTXt", b"iTXt"} and data[pos + 8 : pos + 25].lower() == b"raw profile type ":
-            raise ValueError("EXIF in a text chunk (ImageMagick's), which Pillow turns the pixels by: rebuilt instead")
-        if kind in _PNG_KEPT:
+        if kind in _PNG_KEPT and not (kind == b"PLTE" and colour_type != 3):  # a suggested palette: dropped
+            if length > _PNG_MAX_LENGTH.get((kind, colour_type), _PNG_MAX_LENGTH.get((kind, None), length)):
+                raise ValueError(f"{kind.decode()} chunk larger than its content")
             out.append(data[pos:chunk_end])
         if kind == b"IEND":
             return b"".join(out)
         pos = chunk_end
     raise ValueError("no IEND")
+
+
+# The most bytes a kept PNG chunk holds (by colour type where it depends on it): anything longer could carry text.
+_PNG_MAX_LENGTH = {
+    (b"IHDR", None): 13,
+    (b"IEND", None): 0,
+    (b"PLTE", None): 768,
+    (b"sBIT", None): 4,
+    (b"tRNS", 0): 2,
+    (b"tRNS", 2): 6,
+    (b"tRNS", 3): 256,
+    (b"tRNS", 4): 0,
+    (b"tRNS", 6): 0,
+}
 
 
 def pixels_reencode(image: Image.Image, *, source_format: str) -> Deidentified:
@@ -330,13 +337,6 @@ def pixels_reencode(image: Image.Image, *, source_format: str) -> Deidentified:
         return Deidentified(data=buffer.getvalue(), suffix="jpg")
     clean.save(buffer, format="PNG", compress_level=1)  # lossless; level 6 cost 4x in the upload request
     return Deidentified(data=buffer.getvalue(), suffix="png")
-
-
-# What Pillow reports of a file image_clean or pixels_reencode wrote: coding and density, no text.
-_CLEAN_INFO = {
-    *("jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "adobe", "adobe_transform"),
-    *("progressive", "progression", "transparency"),
-}
 
 
 def stored_file_is_deidentified(data: bytes) -> bool:
@@ -353,11 +353,7 @@ def stored_file_is_deidentified(data: bytes) -> bool:
             and str(header.get("DeidentificationMethod", "")) == DEIDENTIFICATION_METHOD
             and set(header.dir()) <= {*ALLOWED, *ALLOWED_SEQUENCES, *_WRITTEN}
         )
-    try:
-        with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as image:
-            return not (set(image.info) - _CLEAN_INFO) and all(
-                marker in {"APP0", "APP14"} and content[:5] in {b"JFIF\0", b"Adobe"}
-                for marker, content in getattr(image, "applist", [])
-            )
-    except Exception:
+    try:  # this module's files are their own clean form: no container that could hold text (or an orientation)
+        return (_png_strip(data) if data.startswith(PNG_SIGNATURE) else _jpeg_strip(data)) == data
+    except ValueError:
         return False

@@ -356,3 +356,88 @@ def test_a_jpeg_structure_the_parser_cannot_follow_is_refused_by_it(cut):
     data = _jpeg(GRAY)
     with pytest.raises(ValueError):
         _jpeg_strip(cut or data[: len(data) // 2])
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _clean(data: bytes):
+    from inference.preprocessing import pillow_open
+    from studies.deidentify import image_clean
+
+    decoded = pillow_open(data)
+    return decoded, image_clean(data, decoded)
+
+
+TALL = Image.fromarray(xray_array(size=96)[:, :64])  # 64 wide, 96 high
+XMP_TURNED = b'<x:xmpmeta><rdf:Description tiff:Orientation="6" dc:creator="HOUSE^GREGORY"/></x:xmpmeta>'
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG"])
+def test_an_orientation_pillow_reads_from_xmp_is_applied_to_the_stored_file_too(kind):
+    if kind == "JPEG":
+        plain = _jpeg(TALL)
+        data = plain[:2] + _segment(0xE1, b"http://ns.adobe.com/xap/1.0/\0" + XMP_TURNED) + plain[2:]
+    else:
+        buffer = io.BytesIO()
+        TALL.save(buffer, format="PNG")
+        plain = buffer.getvalue()
+        data = plain[:33] + _chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + XMP_TURNED) + plain[33:]
+    decoded, clean = _clean(data)
+    assert decoded.size == (96, 64)  # Pillow turned it upright
+    with Image.open(io.BytesIO(clean.data)) as stored:
+        assert stored.size == decoded.size
+    assert _found_in(clean.data) == []
+
+
+def test_a_second_malformed_exif_segment_is_not_a_server_error():
+    data = _jpeg(GRAY)
+    data = data[:2] + _segment(0xE1, b"Exif\0\0GARBAGE, NOT TIFF: DOE^JOHNATHAN") + data[2:]
+    _, clean = _clean(data)
+    assert _found_in(clean.data) == []
+
+
+def _gray_png_with(chunk: bytes) -> bytes:
+    buffer = io.BytesIO()
+    GRAY.save(buffer, format="PNG")
+    plain = buffer.getvalue()
+    return plain[:33] + chunk + plain[33:]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(
+            _jpeg(GRAY).replace(b"\xff\xd9", _segment(0xDC, b"\x00\x60DOE^JOHNATHAN") + b"\xff\xd9"), id="DNL"
+        ),
+        pytest.param(_gray_png_with(_chunk(b"PLTE", b"DOE^JOHNATHAN ")), id="PLTE in a gray PNG"),
+        pytest.param(_gray_png_with(_chunk(b"sBIT", b"\x08DOE^JOHNATHAN")), id="sBIT too long"),
+    ],
+)
+def test_text_hidden_in_a_kept_segment_is_not_stored(data):
+    _, clean = _clean(data)
+    assert b"JOHNATHAN" not in clean.data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(_gray_png_with(_chunk(b"prVt", b"DOE^JOHNATHAN")), id="private PNG chunk"),
+        pytest.param(_jpeg(GRAY) + b"DOE^JOHNATHAN", id="JPEG trailer"),
+        pytest.param(_jfif_thumbnail(_jpeg(GRAY)), id="JFIF APP0 thumbnail"),
+    ],
+)
+def test_a_file_stored_before_de_identification_holding_text_is_not_taken_as_clean(data):
+    from studies.deidentify import stored_file_is_deidentified
+
+    assert not stored_file_is_deidentified(data)
+    _, clean = _clean(data)
+    assert stored_file_is_deidentified(clean.data)
