@@ -92,11 +92,16 @@ def stop_worker_watchdog(**kwargs) -> None:
 
 @task_prerun.connect
 def database_connections_checked(task=None, **kwargs) -> None:
-    """Before each task, what Django does before each request: close a connection that is past
-    CONN_MAX_AGE or was broken by an error (a database restart), keep a healthy one (CELERY_DB_REUSE_MAX
-    stops Celery from closing them all). Eager tasks run inside their caller's transaction: left alone."""
+    """Before each task: close a connection that is past CONN_MAX_AGE or that an error broke, as Django
+    does before each request, and one that no longer answers (a database restarted while the worker
+    waited: on PostgreSQL one ``SELECT 1``), so the task starts on a working connection. Healthy ones
+    are kept (CELERY_DB_REUSE_MAX stops Celery from closing them all, which cost a new connection,
+    a new PostgreSQL backend, per task). Eager tasks run inside their caller's transaction: left alone."""
     if task is not None and task.request.is_eager:
         return
-    from django.db import close_old_connections
+    from django.db import close_old_connections, connections
 
     close_old_connections()
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()

@@ -286,7 +286,7 @@ CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=None)
 CELERY_TASK_ACKS_LATE = True
 # Celery's Django fixup closes every database connection before and after each task unless this is
 # set: a new connection per message (on PostgreSQL a new backend process). Kept instead, and checked
-# before each task as a web request's is (config.celery: CONN_MAX_AGE, a connection broken by an error).
+# before each task (config.celery: CONN_MAX_AGE, broken by an error, or no longer answering).
 CELERY_DB_REUSE_MAX = 1_000_000
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
