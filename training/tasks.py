@@ -2,8 +2,16 @@
 
 from celery import shared_task
 
+from studies.tasks import TRANSIENT_ERRORS
 
-@shared_task(name="training.training_run_execute", acks_late=True)
+
+@shared_task(
+    name="training.training_run_execute",
+    acks_late=True,
+    autoretry_for=TRANSIENT_ERRORS,  # before the run is claimed; a claimed run is not claimed twice
+    retry_backoff=True,
+    max_retries=5,
+)
 def training_run_execute_task(run_id: int) -> str:
     from training.services import training_run_execute
 

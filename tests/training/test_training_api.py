@@ -111,6 +111,25 @@ def test_a_run_whose_worker_died_no_longer_blocks_a_new_one(api_client, django_c
     assert dead.status == TrainingRun.Status.FAILED and "no heartbeat" in dead.error
 
 
+@pytest.mark.django_db
+def test_a_run_no_worker_ever_started_no_longer_blocks_a_new_one(api_client, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from training.services.runs import STALE_AFTER, training_run_execute
+
+    lost = TrainingRun.objects.create(status=TrainingRun.Status.QUEUED)
+    TrainingRun.objects.filter(pk=lost.pk).update(created_at=timezone.now() - STALE_AFTER - timedelta(minutes=1))
+    api_client.force_authenticate(ml_lead())
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api_client.post("/api/training-runs/", {}, format="json")
+    assert response.status_code == 202
+    lost.refresh_from_db()
+    assert lost.status == TrainingRun.Status.FAILED and "No training worker started this run" in lost.error
+    assert training_run_execute(run_id=lost.pk).status == TrainingRun.Status.FAILED  # its late message: nothing runs
+
+
 @pytest.mark.django_db(transaction=True)  # the commit hook runs, as in production (a flushed database: no groups)
 def test_with_the_broker_down_a_run_start_answers_503_and_does_not_block_the_next(api_client, monkeypatch):
     from kombu.exceptions import OperationalError
@@ -147,3 +166,24 @@ def test_weights_a_backbone_cannot_start_from_are_a_400_before_any_run_is_queued
     response = api_client.post("/api/training-runs/", fields, format="json")
     assert response.status_code == 400 and message in response.json()["weights"][0]
     assert not TrainingRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_database_blip_before_a_run_starts_is_retried_not_lost(monkeypatch):
+    from celery.exceptions import Retry
+    from django.db import OperationalError
+
+    from training import services
+    from training.tasks import training_run_execute_task
+
+    calls = []
+
+    def flaky(*, run_id):
+        calls.append(run_id)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "training_run_execute", flaky)
+    run = TrainingRun.objects.create()
+    with pytest.raises(Retry):  # scheduled again (eager mode reports it), not failed with the error
+        training_run_execute_task.apply(args=[run.pk]).get()
+    assert calls == [run.pk]

@@ -114,11 +114,20 @@ def _training_run_dispatch(run: TrainingRun) -> None:
 
 
 def training_runs_release_stale() -> None:
-    cutoff = timezone.now() - STALE_AFTER
+    """Fail the runs that hold the one-run-at-a-time slot for nothing: running without a heartbeat for
+    STALE_AFTER (the worker died), or queued that long without a worker starting them (the message was
+    lost or its task failed before it began). A late message for either finds it no longer queued."""
+    now = timezone.now()
+    cutoff = now - STALE_AFTER
     TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
         status=TrainingRun.Status.FAILED,
         error="The worker stopped answering (no heartbeat for 30 minutes).",
-        finished_at=timezone.now(),
+        finished_at=now,
+    )
+    TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED, created_at__lt=cutoff).update(
+        status=TrainingRun.Status.FAILED,
+        error="No training worker started this run in 30 minutes (is worker-training up?); start it again.",
+        finished_at=now,
     )
 
 
