@@ -127,7 +127,7 @@ def gate_decide(*, candidate: CaseSet, active: CaseSet | None, policy: GatePolic
         raise ValueError("Candidate and active model must be scored on the same test cases, in the same order.")
     if not candidate.study_ids:
         return GateDecision(False, EMPTY_TEST_SPLIT)
-    test_patients = len(set(candidate.patients))
+    test_patients = len(set(zip(candidate.sources, candidate.patients, strict=True)))  # a key is per site
     if test_patients < policy.min_source_patients:
         # A bootstrap over one patient draws that patient every time: a zero-width interval, so one
         # case would make a model "better". No scope is judged on fewer patients than a source needs.
