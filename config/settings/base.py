@@ -228,7 +228,7 @@ PREDICTION_BATCH_WAIT_SECONDS = env.float("PREDICTION_BATCH_WAIT_SECONDS", defau
 # After its own batch a prediction task goes on with the queue for up to this long (0: one batch per
 # message): a burst is answered batch after batch, not a broker round trip per message.
 PREDICTION_DRAIN_SECONDS = env.float("PREDICTION_DRAIN_SECONDS", default=2.0)
-# While draining (under load, right after a batch) a batch that would be smaller than PREDICTION_BATCH_SIZE
+# While draining (right after a batch) a batch that would be smaller than PREDICTION_BATCH_SIZE
 # waits this long once: with uploads arriving one by one the drain took batches of 1-3, and a batch's fixed
 # cost (queries, the compiled call) then made the workers' CPU per image 16 ms instead of 9 (production roles).
 PREDICTION_DRAIN_WAIT_SECONDS = env.float("PREDICTION_DRAIN_WAIT_SECONDS", default=0.05)
