@@ -284,7 +284,10 @@ def _decode_dicom(data: bytes, limits: DecodeLimits) -> np.ndarray:
 
 
 def _png_structure_check(data: bytes) -> None:
-    """Walk a PNG's chunks: nothing may follow IEND (a polyglot hides another file there)."""
+    """Walk a PNG's chunks: IHDR first (as the format requires; the header fields are read from there),
+    and nothing may follow IEND (a polyglot hides another file there)."""
+    if data[12:16] != b"IHDR" or data[8:12] != b"\x00\x00\x00\x0d":
+        raise ImageDecodeError("Not a readable PNG or JPEG image: the PNG does not begin with its IHDR header chunk.")
     position = len(PNG_SIGNATURE)
     while position + 12 <= len(data):
         (length,) = struct.unpack(">I", data[position : position + 4])
@@ -351,7 +354,8 @@ def pillow_open(data: bytes, limits: DecodeLimits | None = None) -> Image.Image:
         if data.startswith(PNG_SIGNATURE):
             _png_colour_depth_check(data, image)
         # Pillow reads the orientation from EXIF, and from XMP without one; image_clean must know it was applied.
-        image.info[_ORIENTATION_APPLIED] = int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+        orientation = int(image.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+        image.info[_ORIENTATION_APPLIED] = orientation if 2 <= orientation <= 8 else 1  # others turn nothing
         ImageOps.exif_transpose(image, in_place=True)
         return image
     except ImageDecodeError:

@@ -23,6 +23,7 @@ import hmac
 import io
 import re
 import string
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -295,35 +296,50 @@ def _jpeg_strip(data: bytes) -> bytes:
 def _png_strip(data: bytes) -> bytes:
     """The signature and the chunks that code the pixels (IHDR, IDAT, IEND; PLTE of a palette image; tRNS and sBIT
     of their sizes) as they are; every other chunk (tEXt, zTXt, iTXt, eXIf, tIME, iCCP, private ones) and anything
-    after IEND dropped. ValueError for a kept chunk larger than its content can be (room for other bytes)."""
-    out, pos, colour_type = [data[:8]], 8, data[25] if len(data) > 25 else -1
+    after IEND dropped. ValueError for a kept chunk larger than its content can be, or compressed pixel data with
+    bytes after its end (room for other bytes)."""
+    if data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        raise ValueError("IHDR is not the first chunk")
+    bit_depth, colour_type = data[24], data[25]
+    limits = {
+        b"IHDR": 13,
+        b"IEND": 0,
+        b"PLTE": 3 * min(2**bit_depth, 256),
+        b"sBIT": 4,
+        b"tRNS": {0: 2, 2: 6, 3: min(2**bit_depth, 256)}.get(colour_type, 0),
+    }
+    out, idat, pos = [data[:8]], [], 8
     while pos + 12 <= len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
         kind, chunk_end = data[pos + 4 : pos + 8], pos + 12 + length
         if chunk_end > len(data):
             raise ValueError("chunk cut short")
         if kind in _PNG_KEPT and not (kind == b"PLTE" and colour_type != 3):  # a suggested palette: dropped
-            if length > _PNG_MAX_LENGTH.get((kind, colour_type), _PNG_MAX_LENGTH.get((kind, None), length)):
+            if length > limits.get(kind, length):
                 raise ValueError(f"{kind.decode()} chunk larger than its content")
             out.append(data[pos:chunk_end])
+            if kind == b"IDAT":
+                idat.append(data[pos + 8 : chunk_end - 4])
         if kind == b"IEND":
+            _zlib_stream_exact(b"".join(idat))
             return b"".join(out)
         pos = chunk_end
     raise ValueError("no IEND")
 
 
-# The most bytes a kept PNG chunk holds (by colour type where it depends on it): anything longer could carry text.
-_PNG_MAX_LENGTH = {
-    (b"IHDR", None): 13,
-    (b"IEND", None): 0,
-    (b"PLTE", None): 768,
-    (b"sBIT", None): 4,
-    (b"tRNS", 0): 2,
-    (b"tRNS", 2): 6,
-    (b"tRNS", 3): 256,
-    (b"tRNS", 4): 0,
-    (b"tRNS", 6): 0,
-}
+def _zlib_stream_exact(compressed: bytes) -> None:
+    """ValueError unless ``compressed`` is one zlib stream that ends where the data ends (a decoder ignores what
+    follows the stream's end, so bytes there would be kept unseen). The output is thrown away as it comes."""
+    stream = zlib.decompressobj()
+    pending = compressed
+    try:
+        while pending and not stream.eof:
+            stream.decompress(pending, 1 << 20)
+            pending = stream.unconsumed_tail
+    except zlib.error as exc:
+        raise ValueError(f"compressed pixel data: {exc}") from exc
+    if not stream.eof or stream.unused_data or pending:
+        raise ValueError("bytes after the end of the compressed pixel data")
 
 
 def pixels_reencode(image: Image.Image, *, source_format: str) -> Deidentified:

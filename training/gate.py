@@ -127,7 +127,7 @@ def gate_decide(*, candidate: CaseSet, active: CaseSet | None, policy: GatePolic
         raise ValueError("Candidate and active model must be scored on the same test cases, in the same order.")
     if not candidate.study_ids:
         return GateDecision(False, EMPTY_TEST_SPLIT)
-    test_patients = len(set(zip(candidate.sources, candidate.patients, strict=True)))  # a key is per site
+    test_patients = _patients_in(candidate, np.ones(len(candidate.patients), dtype=bool))
     if test_patients < policy.min_source_patients:
         # A bootstrap over one patient draws that patient every time: a zero-width interval, so one
         # case would make a model "better". No scope is judged on fewer patients than a source needs.
@@ -136,11 +136,17 @@ def gate_decide(*, candidate: CaseSet, active: CaseSet | None, policy: GatePolic
     weights = _stratified_patient_bootstrap(candidate.patients, candidate.sources, policy)
     rows = []
     for scope, mask in _scopes(candidate):
-        patients = len(set(np.asarray(candidate.patients)[mask]))
+        patients = _patients_in(candidate, mask)
         judged = scope == OVERALL or patients >= policy.min_source_patients
         for metric, columns in _metrics(candidate, mask, policy):
             rows.append(_compare(scope, metric, columns, mask, patients, candidate, active, weights, judged, policy))
     return _verdict(tuple(rows), policy)
+
+
+def _patients_in(cases: CaseSet, mask: np.ndarray) -> int:
+    """How many patients the masked cases hold: a patient key is per site, as everywhere in the platform."""
+    pairs = zip(cases.sources, cases.patients, mask, strict=True)
+    return len({(source, patient) for source, patient, inside in pairs if inside})
 
 
 def _scopes(cases: CaseSet) -> list[tuple[str, np.ndarray]]:

@@ -412,9 +412,43 @@ def _gray_png_with(chunk: bytes) -> bytes:
     return plain[:33] + chunk + plain[33:]
 
 
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, pos = [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
+
+
+def _png_rebuilt(data: bytes, change) -> bytes:
+    return data[:8] + b"".join(_chunk(kind, body) for kind, body in change(_png_chunks(data)))
+
+
+def _one_bit_palette_png() -> bytes:
+    buffer = io.BytesIO()
+    GRAY.convert("1").convert("P").save(buffer, format="PNG", bits=1)
+    return buffer.getvalue()
+
+
+def _idat_text(chunks):
+    return [(kind, body + b"DOE^JOHNATHAN" if kind == b"IDAT" else body) for kind, body in chunks]
+
+
+def _idat_after_end(chunks):
+    return [*chunks[:-1], (b"IDAT", b"DOE^JOHNATHAN"), chunks[-1]]
+
+
+def _palette_of_text(chunks):
+    return [(kind, (b"DOE^JOHNATHAN " * 60)[:768] if kind == b"PLTE" else body) for kind, body in chunks]
+
+
 @pytest.mark.parametrize(
     "data",
     [
+        pytest.param(_png_rebuilt(_gray_png_with(b""), _idat_text), id="bytes after the zlib stream in IDAT"),
+        pytest.param(_png_rebuilt(_gray_png_with(b""), _idat_after_end), id="an IDAT after the stream's end"),
+        pytest.param(_png_rebuilt(_one_bit_palette_png(), _palette_of_text), id="a 1-bit PNG's 256-colour PLTE"),
         pytest.param(
             _jpeg(GRAY).replace(b"\xff\xd9", _segment(0xDC, b"\x00\x60DOE^JOHNATHAN") + b"\xff\xd9"), id="DNL"
         ),
@@ -441,3 +475,20 @@ def test_a_file_stored_before_de_identification_holding_text_is_not_taken_as_cle
     assert not stored_file_is_deidentified(data)
     _, clean = _clean(data)
     assert stored_file_is_deidentified(clean.data)
+
+
+def test_a_png_whose_first_chunk_is_not_ihdr_is_refused():
+    from inference.preprocessing import ImageDecodeError, pillow_open
+
+    data = _gray_png_with(b"")
+    data = data[:8] + _chunk(b"tEXt", b"Patient\0DOE^JOHNATHAN") + data[8:]
+    with pytest.raises(ImageDecodeError, match="does not begin with its IHDR"):
+        pillow_open(data)
+
+
+def test_an_orientation_value_that_turns_nothing_keeps_the_file_lossless():
+    exif = Image.Exif()
+    exif[0x0112] = 9  # not an orientation: Pillow leaves the pixels as they are
+    data = _jpeg(GRAY, exif=exif.tobytes())
+    _, clean = _clean(data)
+    assert data[data.index(b"\xff\xda") : data.index(b"\xff\xd9")] in clean.data

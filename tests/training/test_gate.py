@@ -154,3 +154,18 @@ def test_a_test_split_of_too_few_patients_judges_nothing(patients, promote):
     assert decision.promote is promote
     if not promote:
         assert decision.comparisons == () and f"holds {patients} patient(s); at least 10" in decision.reason
+
+
+def test_the_same_patient_key_at_two_sites_is_two_patients():
+    y = np.array([0, 1] * 10)
+    common = {
+        "class_names": CLASSES,
+        "study_ids": range(20),
+        "patients": [f"p{i % 10}" for i in range(20)],  # p0..p9 at each site
+        "sources": ["site-a"] * 10 + ["site-b"] * 10,
+        "y_true": y,
+    }
+    decision = gate_decide(
+        candidate=CaseSet.build(**common, decided=y), active=CaseSet.build(**common, decided=y), policy=POLICY
+    )
+    assert {row.patients for row in decision.comparisons if row.scope == "overall"} == {20}
