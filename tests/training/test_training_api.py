@@ -187,3 +187,18 @@ def test_a_database_blip_before_a_run_starts_is_retried_not_lost(monkeypatch):
     with pytest.raises(Retry):  # scheduled again (eager mode reports it), not failed with the error
         training_run_execute_task.apply(args=[run.pk]).get()
     assert calls == [run.pk]
+
+
+@pytest.mark.django_db(transaction=True)  # the beat writes from a thread of its own: committed rows
+def test_a_run_keeps_its_heartbeat_during_one_long_step(monkeypatch):
+    import threading
+    from datetime import timedelta
+
+    from training.services import runs
+
+    monkeypatch.setattr(runs, "HEARTBEAT_EVERY", timedelta(seconds=0.05))
+    run = TrainingRun.objects.create(status=TrainingRun.Status.RUNNING, heartbeat_at=None)
+    with runs._heartbeat(run.pk):
+        threading.Event().wait(0.3)  # one step that logs nothing: no epoch ends, no log line
+    run.refresh_from_db()
+    assert run.heartbeat_at is not None

@@ -2,6 +2,9 @@
 
 import logging
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -12,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from config.celery import task_send
@@ -150,6 +153,37 @@ def _claim(run: TrainingRun) -> bool:
     return bool(claimed)
 
 
+HEARTBEAT_EVERY = STALE_AFTER / 10
+
+
+@contextmanager
+def _heartbeat(run_id: int) -> Iterator[None]:
+    """Beat for the run from a thread of its own while it executes, so that one long step (loading images,
+    an epoch of a big network on CPU) is never taken for a dead worker (STALE_AFTER); the thread dies with
+    the process, and the run is then released as before."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(HEARTBEAT_EVERY.total_seconds()):
+                try:
+                    TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.RUNNING).update(
+                        heartbeat_at=timezone.now()
+                    )
+                except DatabaseError:  # a database blip: the next beat tries again
+                    logger.warning("training run %s: heartbeat not written", run_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"training-run-{run_id}-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 class _RunRecorder:
     """Writes progress, log lines and a heartbeat to the run row as training goes."""
 
@@ -263,7 +297,8 @@ def training_run_execute(*, run_id: int, listener: ProgressCallback | None = Non
         return run
     recorder = _RunRecorder(run, listener)
     try:
-        _execute(run, recorder)
+        with _heartbeat(run.pk):
+            _execute(run, recorder)
     except Exception as exc:
         logger.exception("training run %s failed", run_id)
         recorder.lines.append(f"FAILED: {exc}")
