@@ -93,41 +93,31 @@ def test_non_staff_cannot_export_a_dataset(api_client):
 
 
 @pytest.mark.django_db
-def test_a_run_whose_worker_died_no_longer_blocks_a_new_one(api_client, django_capture_on_commit_callbacks):
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from training.services.runs import STALE_AFTER
-
-    dead = TrainingRun.objects.create(
-        status=TrainingRun.Status.RUNNING, heartbeat_at=timezone.now() - STALE_AFTER - timedelta(minutes=1)
-    )
-    api_client.force_authenticate(ml_lead())
-    with django_capture_on_commit_callbacks(execute=False):
-        response = api_client.post("/api/training-runs/", {}, format="json")
-    assert response.status_code == 202
-    dead.refresh_from_db()
-    assert dead.status == TrainingRun.Status.FAILED and "no heartbeat" in dead.error
-
-
-@pytest.mark.django_db
-def test_a_run_no_worker_ever_started_no_longer_blocks_a_new_one(api_client, django_capture_on_commit_callbacks):
+@pytest.mark.parametrize(
+    "status, age_field, reason",
+    [
+        (TrainingRun.Status.RUNNING, "heartbeat_at", "no heartbeat"),  # its worker died
+        (TrainingRun.Status.QUEUED, "created_at", "No training worker started this run"),  # never picked up
+    ],
+)
+def test_a_stale_run_no_longer_blocks_a_new_one(
+    api_client, django_capture_on_commit_callbacks, status, age_field, reason
+):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from training.services.runs import STALE_AFTER, training_run_execute
 
-    lost = TrainingRun.objects.create(status=TrainingRun.Status.QUEUED)
-    TrainingRun.objects.filter(pk=lost.pk).update(created_at=timezone.now() - STALE_AFTER - timedelta(minutes=1))
+    stale = TrainingRun.objects.create(status=status)
+    TrainingRun.objects.filter(pk=stale.pk).update(**{age_field: timezone.now() - STALE_AFTER - timedelta(minutes=1)})
     api_client.force_authenticate(ml_lead())
     with django_capture_on_commit_callbacks(execute=False):
         response = api_client.post("/api/training-runs/", {}, format="json")
     assert response.status_code == 202
-    lost.refresh_from_db()
-    assert lost.status == TrainingRun.Status.FAILED and "No training worker started this run" in lost.error
-    assert training_run_execute(run_id=lost.pk).status == TrainingRun.Status.FAILED  # its late message: nothing runs
+    stale.refresh_from_db()
+    assert stale.status == TrainingRun.Status.FAILED and reason in stale.error
+    assert training_run_execute(run_id=stale.pk).status == TrainingRun.Status.FAILED  # a late message runs nothing
 
 
 @pytest.mark.django_db(transaction=True)  # the commit hook runs, as in production (a flushed database: no groups)
