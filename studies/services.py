@@ -632,7 +632,10 @@ def studies_claim_for_prediction(
     micro-batch. A study another worker holds is left to it (its lease protects it)."""
     study_ids = list(study_ids)
     with transaction.atomic():
-        wanted = Q(pk__in=study_ids) & _waits_for(model_version_id)
+        wanted = Q(pk__in=study_ids) & (
+            Q(status=Study.Status.QUEUED)
+            | (Q(status=Study.Status.PREDICTED) & ~Q(predictions__model_version_id=model_version_id))
+        )
         claimed = list(_lockable(Study.objects.filter(wanted).order_by("pk").values_list("pk", flat=True)))
         if more_waiting > 0:
             others = Study.objects.filter(status=Study.Status.QUEUED).exclude(pk__in=claimed)
@@ -642,13 +645,6 @@ def studies_claim_for_prediction(
                 status=Study.Status.PROCESSING, error="", attempts=F("attempts") + 1, status_changed_at=timezone.now()
             )
     return list(Study.objects.filter(pk__in=claimed).order_by("pk"))
-
-
-def _waits_for(model_version_id: int) -> Q:
-    """Studies this model version has still to answer: queued, or predicted by another version."""
-    return Q(status=Study.Status.QUEUED) | (
-        Q(status=Study.Status.PREDICTED) & ~Q(predictions__model_version_id=model_version_id)
-    )
 
 
 def _lockable(queryset):
@@ -668,10 +664,6 @@ def study_predict_many(
     Returns each given study's outcome: "done", "failed", "missing" or "busy" (another worker has it).
     Safe to repeat: a study predicted by this version already is "done" and is not predicted again."""
     study_ids = list(study_ids)
-    if not Study.objects.filter(Q(pk__in=study_ids) & _waits_for(model_version_id)).exists():
-        # Answered already, by a batch another message started (the usual fate of a message in a busy
-        # queue): a read, not a write transaction that would queue behind the uploads' on SQLite.
-        return {pk: _outcome_unclaimed(pk, model_version_id) for pk in study_ids}
     _batch_gather(more_waiting=more_waiting, wait=settings.PREDICTION_BATCH_WAIT_SECONDS)
     claimed = studies_claim_for_prediction(
         study_ids=study_ids, model_version_id=model_version_id, more_waiting=more_waiting

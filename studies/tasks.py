@@ -42,27 +42,35 @@ def study_predict_task(self, study_id: int) -> str:
     return outcome
 
 
+def _active_model():  # -> tuple[ModelVersion, LoadedModel] | str
+    """The active model version and its loaded model (once per process), or why there is none to use."""
+    from training.selectors import model_version_get_active
+    from training.services import model_version_load
+
+    version = model_version_get_active()
+    if version is None:
+        return "No active model is registered; train or import one."
+    try:
+        return version, model_version_load(version=version)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:  # not transient: the artifact is broken
+        logger.exception("Cannot load model version %s", version.pk)
+        return f"Cannot load the active model: {type(exc).__name__}: {exc}"
+
+
 def studies_predict(*, study_ids: list[int], more_waiting: int = 0) -> dict[int, str]:
     """The glue from ids to the prediction service: the active model version, loaded once per
     process, predicts these studies (plus up to ``more_waiting`` waiting ones) in one batch.
     Any task that predicts studies (uploads, re-prediction after a promotion) goes through here."""
     from studies.services import studies_mark_failed, study_predict_many
-    from training.selectors import model_version_get_active
-    from training.services import model_version_load
 
-    model_version = model_version_get_active()
-    if model_version is None:
-        return studies_mark_failed(study_ids=study_ids, reason="No active model is registered; train or import one.")
-    try:
-        loaded = model_version_load(version=model_version)
-    except TRANSIENT_ERRORS:
-        raise
-    except Exception as exc:  # not transient: the artifact is broken; store why
-        logger.exception("Cannot load model version %s", model_version.pk)
-        reason = f"Cannot load the active model: {type(exc).__name__}: {exc}"
-        return studies_mark_failed(study_ids=study_ids, reason=reason)
+    active = _active_model()
+    if isinstance(active, str):  # store why on the studies
+        return studies_mark_failed(study_ids=study_ids, reason=active)
+    version, loaded = active
     return study_predict_many(
-        study_ids=study_ids, model_version_id=model_version.pk, loaded=loaded, more_waiting=more_waiting
+        study_ids=study_ids, model_version_id=version.pk, loaded=loaded, more_waiting=more_waiting
     )
 
 
@@ -74,18 +82,13 @@ def studies_drain(*, seconds: float) -> int:
     Returns how many studies it took. Problems are left to the messages: they record them."""
     from studies.selectors import studies_queued_at_least
     from studies.services import studies_predict_queued
-    from training.selectors import model_version_get_active
-    from training.services import model_version_load
 
     deadline, taken = time.monotonic() + seconds, 0
     while time.monotonic() < deadline and studies_queued_at_least(1):
-        version = model_version_get_active()  # each batch: a promotion mid-drain is followed at once
-        if version is None:
+        active = _active_model()  # each batch: a promotion mid-drain is followed at once
+        if isinstance(active, str):
             break
-        try:
-            loaded = model_version_load(version=version)
-        except Exception:  # a broken artifact: the next message records why on its study
-            break
+        version, loaded = active
         batch = studies_predict_queued(model_version_id=version.pk, loaded=loaded, limit=settings.PREDICTION_BATCH_SIZE)
         if not batch:
             break
