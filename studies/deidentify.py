@@ -9,11 +9,10 @@ meta information are dropped, so none of the Annex E attributes (names, IDs, dat
 physicians, accession numbers, free text) can survive. Pixels are written uncompressed (Explicit VR Little
 Endian) from the decoded array, so nothing can hide in an encapsulated stream either.
 
-PNG and JPEG: the file's own coded pixels kept as they are, every metadata container dropped (image_clean): a JPEG
-keeps its tables, frame and scans (and a text-free JFIF APP0 and Adobe APP14), a PNG its critical chunks and tRNS, so
-no EXIF, XMP, ICC profile, comment, text chunk, thumbnail, appended picture or trailer survives, and nothing is lost
-to a second compression. A file whose pixels must be rotated (EXIF orientation) or that the parser below does not
-follow is re-encoded from the decoded pixels instead (pixels_reencode).
+PNG and JPEG: the file's own coded pixels kept as they are, every metadata container dropped (image_clean, by an
+allow-list of the segments and chunks that code pixels), so nothing is lost to a second compression. A file Pillow
+turned upright (EXIF or XMP orientation), or one the walkers below do not follow, is re-encoded from the decoded
+pixels instead (pixels_reencode).
 
 Free-text inputs: ``patient_ref`` must look like a pseudonym; ``notes`` that look like identifiers are refused.
 """
@@ -235,10 +234,15 @@ def image_clean(data: bytes, image: Image.Image) -> Deidentified:
     png = data.startswith(PNG_SIGNATURE)
     if applied_orientation(image) == 1:
         try:
-            return Deidentified(data=_png_strip(data), suffix="png") if png else Deidentified(_jpeg_strip(data), "jpg")
+            return Deidentified(data=_stripped(data), suffix="png" if png else "jpg")
         except ValueError:  # a structure the decoder tolerated and this parser does not
             pass
     return pixels_reencode(image, source_format="PNG" if png else "JPEG")
+
+
+def _stripped(data: bytes) -> bytes:
+    """A PNG or JPEG without its metadata (ValueError where the walker cannot follow it)."""
+    return _png_strip(data) if data.startswith(PNG_SIGNATURE) else _jpeg_strip(data)
 
 
 def _jpeg_strip(data: bytes) -> bytes:
@@ -370,6 +374,6 @@ def stored_file_is_deidentified(data: bytes) -> bool:
             and set(header.dir()) <= {*ALLOWED, *ALLOWED_SEQUENCES, *_WRITTEN}
         )
     try:  # this module's files are their own clean form: no container that could hold text (or an orientation)
-        return (_png_strip(data) if data.startswith(PNG_SIGNATURE) else _jpeg_strip(data)) == data
+        return _stripped(data) == data
     except ValueError:
         return False
