@@ -7,6 +7,10 @@ Two modes:
               and a Redis server of its own on a free port
 
 Nothing here is shared with a running `make run`: database, media, broker and port are fresh.
+Each platform's folder is made under the repository's var/bench/ (BENCH_WORKDIR_PARENT to change), on
+the filesystem where `make run` keeps its own var/, not under the system's temporary folder: on the
+development machines /tmp creates a file in 0.8 ms of CPU against 0.035 ms under the repository (ext4,
+one disk), and each study writes four or five files (image, rendition, broker message, overlay).
 """
 
 import json
@@ -29,6 +33,7 @@ STARTER = ROOT / "models" / "starter"
 PYTHON = str(VENV_BIN / "python") if (VENV_BIN / "python").exists() else sys.executable
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 PRODUCTION_ROLES = ("web", "worker-inference", "worker-training", "beat")
+WORKDIR_PARENT = Path(os.environ.get("BENCH_WORKDIR_PARENT", ROOT / "var" / "bench"))
 
 
 def free_port() -> int:
@@ -88,7 +93,9 @@ class Platform:
         assert mode in {"embedded", "production"}
         self.mode = mode
         self.model = model or STARTER
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"cxr-{mode}-"))
+        if workdir is None:
+            WORKDIR_PARENT.mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"cxr-{mode}-", dir=WORKDIR_PARENT))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}
