@@ -2,7 +2,7 @@
 
     python bench/hostile_input.py [--repeat 5]
 
-Runs ``studies.services.image_check`` (decode with limits + de-identify + rendition, in memory) on an ordinary
+Runs ``studies.services.image_check`` (decode with limits + de-identify, in memory) on an ordinary
 sample JPEG and a 16-bit DICOM, then on the issue's attack (a deflated DICOM declaring 12000 x 12000 pixels, 280 KB
 on the wire, 288 MB inflated), a PNG declaring 20000 x 20000 pixels with a zlib-bomb IDAT, and the whole
 generated hostile corpus (tests/hostile.py). Prints milliseconds, the peak resident memory growth of each step,

@@ -428,14 +428,19 @@ def load_grayscale(source: ImageSource) -> np.ndarray:
     return gray_check(gray)
 
 
-def gray_check(gray: np.ndarray) -> np.ndarray:
-    """The checks and the stretch every decoded image gets, whatever its format."""
+def gray_validate(gray: np.ndarray) -> np.ndarray:
+    """The checks every decoded image gets, whatever its format; ``gray`` itself, unchanged."""
     if min(gray.shape) < MIN_SIDE:
         raise ImageDecodeError(f"Image is too small ({gray.shape[1]}x{gray.shape[0]}); at least {MIN_SIDE} px a side.")
     if gray.min() == gray.max():  # a blank page, or a fully transparent PNG laid over black
         raise ImageDecodeError(f"The image has no contrast: every pixel is {gray.flat[0]}; it shows nothing to read.")
-    # The same stretch for every source, so exposure differs less between hospitals.
-    return _to_uint8(gray)
+    return gray
+
+
+def gray_check(gray: np.ndarray) -> np.ndarray:
+    """The checks, then the stretch every decoded image gets: the same for every source, so exposure
+    differs less between hospitals."""
+    return _to_uint8(gray_validate(gray))
 
 
 def preprocess(gray: np.ndarray, size: int) -> np.ndarray:

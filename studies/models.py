@@ -104,7 +104,8 @@ class Study(models.Model):
     site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="studies")
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     image = models.FileField(upload_to=study_upload_to)
-    # An 8-bit rendition for browsers, made once at upload: thumbnails are cut from it, never from the original.
+    # An 8-bit rendition for browsers, made once by the worker that predicts the study (an import's at import):
+    # thumbnails are cut from it, not from the original.
     rendition = models.FileField(upload_to=study_rendition_upload_to, blank=True)
     sha256 = models.CharField(max_length=64, db_index=True)
     width = models.PositiveIntegerField()

@@ -119,8 +119,9 @@ def _model_answers_shown(studies: QuerySet[Study], *, user: AbstractBaseUser) ->
 
 def study_image_for_browser(*, study: Study, size: int | None = None) -> BrowserImage:
     """What a browser is shown: ``size`` gives a JPEG of at most that side; DICOM becomes PNG. Both are cut from the
-    rendition stored at upload, so no request decodes an original (a study stored before renditions existed is
-    decoded, within the decoders' limits). Http404 when the file is gone from storage (a lost volume, a restore)."""
+    rendition the predicting worker stored, so no request decodes an original once a study is predicted (before, or
+    for a study stored before renditions existed, the original is decoded within the decoders' limits). Http404 when
+    the file is gone from storage (a lost volume, a restore)."""
     try:
         return _study_image_for_browser(study=study, size=size)
     except FileNotFoundError as exc:

@@ -103,8 +103,18 @@ def test_a_deflated_dicom_declaring_12000_square_pixels_is_refused_from_its_head
     assert "decompression bomb" in response.json()["image"][0]
 
 
+def _upload_and_predict(api_client, name: str, data: bytes) -> Study:
+    """An upload, then its prediction message run as a worker would (which makes its rendition)."""
+    from studies.tasks import study_predict_task
+
+    study_id = api_client.post(URL, {"image": SimpleUploadedFile(name, data)}, format="multipart").json()["id"]
+    assert not Study.objects.get(pk=study_id).rendition  # not made in the request
+    assert study_predict_task.apply(args=[study_id]).get() == "done"
+    return Study.objects.get(pk=study_id)
+
+
 @pytest.mark.django_db
-def test_thumbnails_are_cut_from_the_stored_rendition_never_from_the_original(api_client, uploader_user):
+def test_before_its_prediction_an_uploads_thumbnail_is_cut_from_the_original(api_client, uploader_user):
     import io
 
     from PIL import Image
@@ -115,7 +125,23 @@ def test_thumbnails_are_cut_from_the_stored_rendition_never_from_the_original(ap
     study_id = api_client.post(
         URL, {"image": SimpleUploadedFile("x.png", png_bytes(size=300))}, format="multipart"
     ).json()["id"]
-    study = Study.objects.get(pk=study_id)
+    assert not Study.objects.get(pk=study_id).rendition
+    response = api_client.get(f"{URL}{study_id}/image/?size=120")
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).size == (120, 120)
+
+
+@pytest.mark.django_db
+def test_thumbnails_are_cut_from_the_stored_rendition_never_from_the_original(api_client, uploader_user, active_model):
+    import io
+
+    from PIL import Image
+
+    from tests.images import png_bytes
+
+    api_client.force_authenticate(uploader_user)
+    study = _upload_and_predict(api_client, "x.png", png_bytes(size=300))
+    study_id = study.pk
     assert study.rendition.name.endswith(".jpg")  # only thumbnails are cut from a PNG's rendition
     Path(study.image.path).write_bytes(b"not decodable any more")  # a request that decoded it would fail
     response = api_client.get(f"{URL}{study_id}/image/?size=120")
@@ -124,7 +150,7 @@ def test_thumbnails_are_cut_from_the_stored_rendition_never_from_the_original(ap
 
 
 @pytest.mark.django_db
-def test_a_dicom_rendition_is_lossless_and_is_what_browsers_are_shown(api_client, uploader_user):
+def test_a_dicom_rendition_is_lossless_and_is_what_browsers_are_shown(api_client, uploader_user, active_model):
     import io
 
     from PIL import Image
@@ -132,10 +158,8 @@ def test_a_dicom_rendition_is_lossless_and_is_what_browsers_are_shown(api_client
     from tests.images import dicom_bytes
 
     api_client.force_authenticate(uploader_user)
-    study_id = api_client.post(URL, {"image": SimpleUploadedFile("x.dcm", dicom_bytes())}, format="multipart").json()[
-        "id"
-    ]
-    study = Study.objects.get(pk=study_id)
+    study = _upload_and_predict(api_client, "x.dcm", dicom_bytes())
+    study_id = study.pk
     assert study.rendition.name.endswith(".png")
     response = api_client.get(f"{URL}{study_id}/image/")
     assert response.status_code == 200

@@ -279,3 +279,40 @@ def test_an_upload_whose_transaction_fails_leaves_no_file(api_client, media_root
     assert response.status_code == 503
     assert Study.objects.count() == 0
     assert [p for p in media_root.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.django_db
+def test_a_batch_that_cannot_be_recorded_leaves_no_rendition_or_heatmap_behind(active_model, media_root, monkeypatch):
+    from studies import services
+
+    studies = [StudyFactory(), StudyFactory()]
+
+    def update_fails(*args, **kwargs):  # after the renditions' files are written
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Study.objects, "bulk_update", update_fails)
+    outcomes = services.study_predict_many(
+        study_ids=[s.pk for s in studies], model_version_id=active_model.pk, loaded=active_model_loaded()
+    )
+    assert set(outcomes.values()) == {"failed"}
+    assert not [
+        path for folder in ("renditions", "heatmaps") for path in (media_root / folder).rglob("*") if path.is_file()
+    ]
+    assert not any(Study.objects.values_list("rendition", flat=True))
+
+
+@pytest.mark.django_db
+def test_a_predicted_study_gets_its_rendition_once(active_model, media_root):
+    from studies import services
+
+    study = StudyFactory()
+    assert not study.rendition
+    services.study_predict_many(study_ids=[study.pk], model_version_id=active_model.pk, loaded=active_model_loaded())
+    study.refresh_from_db()
+    first = study.rendition.name
+    assert first.startswith("renditions/") and (media_root / first).is_file()
+    Prediction.objects.all().delete()  # predicted again (another delivery, a re-prediction): kept as it is
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.QUEUED)
+    services.study_predict_many(study_ids=[study.pk], model_version_id=active_model.pk, loaded=active_model_loaded())
+    study.refresh_from_db()
+    assert study.rendition.name == first and len(list((media_root / "renditions").rglob("*.*"))) == 1

@@ -63,7 +63,10 @@ class Command(BaseCommand):
             try:
                 data = path.read_bytes()
                 checked = image_check(
-                    file=io.BytesIO(data), source=row.get("source", ""), patient_ref=row.get("patient", "")
+                    file=io.BytesIO(data),
+                    source=row.get("source", ""),
+                    patient_ref=row.get("patient", ""),
+                    rendition=True,  # imported studies are never predicted: no worker makes it
                 )
                 _, was_created = study_import(
                     checked=checked,
