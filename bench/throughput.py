@@ -111,29 +111,40 @@ def platform_run(mode: str, paths: list[Path], *, model: Path, clients: int, idl
         elapsed = time.perf_counter() - started
         cpu = sampler.stop()
 
-        latencies = []
+        latencies, idle_failed = [], []
         for path in paths[:idle_samples]:
             time.sleep(0.5)  # idle: nothing queued, workers waiting
             t0 = time.perf_counter()
             status, body = platform.upload(path.read_bytes())
             assert status == 201, body
             study = f"/api/studies/{body['id']}/"
-            wait_until(lambda s=study: b'"status":"predicted"' in platform.get(s), timeout=60, interval=0.02,
-                       what="one prediction")  # fmt: skip
+            wait_until(lambda s=study: settled(platform.get(s)), timeout=60, interval=0.02, what=f"{study} predicted")
             latencies.append(time.perf_counter() - t0)
-        return {
+            if b'"status":"failed"' in platform.get(study):
+                idle_failed.append(json.loads(platform.get(study)).get("error", ""))
+        result = {
             "images_per_s": len(paths) / elapsed,
             "uploads_per_s": len(paths) / uploaded_in,
             "non_201": sum(1 for s in statuses if s != 201),
             "failed": platform.count("failed"),
             "idle_latency_s": statistics.median(latencies),
+            "idle_failed": idle_failed,
             "cpu_ms_per_image": {
                 k: 1000 * cpu[k] / len(paths) for k in ("web", "worker", "other", "postgres", "client")
             },
         }
-    finally:
+    except Exception:
         platform.stop()
-        platform.cleanup()
+        print(f"{mode}: the run stopped; its logs and database are kept in {platform.workdir}", file=sys.stderr)
+        raise
+    platform.stop()
+    platform.cleanup()
+    return result
+
+
+def settled(detail: bytes) -> bool:
+    """A study's detail shows it predicted, or failed (which the run then reports with the reason)."""
+    return b'"status":"predicted"' in detail or b'"status":"failed"' in detail
 
 
 def main() -> int:
@@ -174,6 +185,8 @@ def main() -> int:
             f"idle upload->prediction {r['idle_latency_s'] * 1000:6.0f} ms, "
             f"added {1000 * (r['idle_latency_s'] - raw_single):6.0f} ms"
         )
+        for error in r["idle_failed"]:
+            print(f"  an idle study FAILED: {error}")
         cpu = r["cpu_ms_per_image"]
         in_all = cpu["web"] + cpu["worker"] + cpu["other"] + cpu["client"]
         print(
