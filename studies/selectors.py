@@ -31,7 +31,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from inference.preprocessing import display_image, thumbnail_jpeg
+from inference.preprocessing import ImageDecodeError, display_image, thumbnail_jpeg
 from studies.models import AccessEvent, Prediction, Review, Site, Study
 from studies.sites import REVIEW_ROLES, Role, user_can_upload, user_is_adjudicator, user_is_reviewer, user_site_ids
 
@@ -121,12 +121,14 @@ def study_image_for_browser(*, study: Study, size: int | None = None) -> Browser
     """What a browser is shown: ``size`` gives a JPEG of at most that side; DICOM becomes PNG. Both are cut from the
     rendition the predicting worker stored, so no request decodes an original once a study is predicted (before, or
     for a study stored before renditions existed, the original is decoded within the decoders' limits). Http404 when
-    the file is gone from storage (a lost volume, a restore)."""
+    the file is gone from storage (a lost volume, a restore) or no longer decodes (its prediction failed so)."""
     try:
         return _study_image_for_browser(study=study, size=size)
     except FileNotFoundError as exc:
         logger.warning("Study %s: its image file is missing from storage (%s)", study.pk, exc)
         raise Http404("This study's image is not in storage.") from exc
+    except ImageDecodeError as exc:
+        raise Http404(f"This study's stored image cannot be shown: {exc}") from exc
 
 
 def _study_image_for_browser(*, study: Study, size: int | None) -> BrowserImage:

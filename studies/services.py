@@ -286,9 +286,9 @@ def study_delete(*, study: Study, user: AbstractBaseUser | None = None, address:
     if user is not None:
         study_delete_check_allowed(study=study, user=user)
     # The row locked first (waiting, not skipping; SQLite's writers queue anyway): a prediction batch
-    # holding it commits before the heatmaps are listed.
-    list(Study.objects.select_for_update(of=("self",)).filter(pk=study.pk).values_list("pk", flat=True))
-    names = [study.image.name, study.rendition.name]
+    # holding it commits before the files are listed, its rendition and heatmaps included.
+    locked = Study.objects.select_for_update(of=("self",)).filter(pk=study.pk)
+    names = list(locked.values_list("image", "rendition").get())
     names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
     access_record(user=user, action=AccessEvent.Action.DELETE, study=study, address=address)
     study.delete()
@@ -733,12 +733,17 @@ def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loa
     results = predict_batch([gray for _, gray in readable], loaded, sites=[study.source for study, _ in readable])
     outcomes: dict[int, str] = {}
     predictions: list[Prediction] = []
-    renditions: list[str] = []
+    renditions: dict[int, str] = {}
     try:
+        # Encoded and written before the transaction (on SQLite it holds the one write lock).
+        _renditions_write([(study, gray) for study, gray in readable if not study.rendition], renditions)
         with transaction.atomic():
             # A study erased while the batch ran is left out (its prediction would fail the whole batch's
-            # insert); locked rows make an erasure wait for this commit, then take the new heatmaps too.
-            existing = set(_lockable(Study.objects.filter(pk__in=[s.pk for s in claimed]).values_list("pk", flat=True)))
+            # insert); locked rows make an erasure wait for this commit, then take the new files too.
+            locked = dict(
+                _lockable(Study.objects.filter(pk__in=[s.pk for s in claimed]).values_list("pk", "rendition"))
+            )
+            existing = set(locked)
             outcomes.update((study.pk, "missing") for study in claimed if study.pk not in existing)
             for study, error in zip(claimed, decoded, strict=True):
                 if isinstance(error, Exception) and study.pk in existing:
@@ -756,29 +761,41 @@ def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loa
                 if study.pk not in recorded:
                     predictions.append(_prediction_build(study=study, model_version_id=model_version_id, result=result))
             _predictions_insert(predictions)
-            _renditions_write([(study, gray) for study, gray in readable if study.pk in existing], renditions)
+            unused = _renditions_record(renditions, locked)
             outcomes.update((study.pk, "done") for study, _ in answered)
             Study.objects.filter(pk__in=[study.pk for study, _ in answered]).update(
                 status=Study.Status.PREDICTED, error="", status_changed_at=timezone.now()
             )
     except BaseException:
-        _files_delete(*(prediction.heatmap.name for prediction in predictions if prediction.heatmap), *renditions)
+        _files_delete(*(p.heatmap.name for p in predictions if p.heatmap), *renditions.values())
         raise
+    _files_delete(*unused)
     return outcomes
 
 
-def _renditions_write(studies_grays: list[tuple[Study, np.ndarray]], written: list[str]) -> None:
-    """Store the browser rendition of each study that has none yet (an upload's is made here, from the
-    image the worker decoded to predict it; image_check) and record them in one query; each file's name
-    goes into ``written`` as soon as it is, for the caller to remove if the batch fails."""
-    missing = [(study, gray) for study, gray in studies_grays if not study.rendition]
-    for study, gray in missing:
+def _renditions_write(studies_grays: list[tuple[Study, np.ndarray]], written: dict[int, str]) -> None:
+    """Store the browser rendition of each study (an upload's is made here, from the image the worker
+    decoded to predict it; image_check); each file's name goes into ``written`` (by study id) as soon as
+    it is, for the caller to record or remove. Best effort: a study whose rendition cannot be stored is
+    predicted all the same, and its pages cut their images from the original."""
+    for study, gray in studies_grays:
         data, suffix = rendition_encode(
             gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=study.image.name.endswith(".dcm")
         )
-        study.rendition.save(f"rendition.{suffix}", ContentFile(data), save=False)
-        written.append(study.rendition.name)
-    Study.objects.bulk_update([study for study, _ in missing], ["rendition"])
+        try:
+            study.rendition.save(f"rendition.{suffix}", ContentFile(data), save=False)
+            written[study.pk] = study.rendition.name
+        except OSError:
+            logger.warning("Study %s: its rendition could not be stored", study.pk, exc_info=True)
+
+
+def _renditions_record(written: dict[int, str], locked: dict[int, str]) -> list[str]:
+    """Record the renditions written for the studies still without one, read under their row lock (another
+    delivery of the same study may have recorded its own meanwhile); the names left unused."""
+    recorded = [Study(pk=pk, rendition=name) for pk, name in written.items() if pk in locked and not locked[pk]]
+    Study.objects.bulk_update(recorded, ["rendition"])
+    kept = {study.rendition.name for study in recorded}
+    return [name for name in written.values() if name not in kept]
 
 
 def _outcome_unclaimed(study_id: int, model_version_id: int) -> str:

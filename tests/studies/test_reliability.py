@@ -257,6 +257,8 @@ def test_a_study_erased_while_its_batch_runs_is_left_out_and_the_rest_are_predic
     assert set(Study.objects.values_list("status", flat=True)) == {Study.Status.PREDICTED}
     heatmaps = {Path(name).name for name in Prediction.objects.values_list("heatmap", flat=True)}
     assert len(heatmaps) == 2 and {p.name for p in (media_root / "heatmaps").iterdir()} == heatmaps
+    renditions = {Path(name).name for name in Study.objects.values_list("rendition", flat=True)}
+    assert len(renditions) == 2 and {p.name for p in (media_root / "renditions").rglob("*.*")} == renditions
 
 
 def active_model_loaded():
@@ -316,3 +318,35 @@ def test_a_predicted_study_gets_its_rendition_once(active_model, media_root):
     services.study_predict_many(study_ids=[study.pk], model_version_id=active_model.pk, loaded=active_model_loaded())
     study.refresh_from_db()
     assert study.rendition.name == first and len(list((media_root / "renditions").rglob("*.*"))) == 1
+
+
+@pytest.mark.django_db
+def test_two_deliveries_of_one_study_leave_one_rendition(active_model, media_root):
+    from studies import services
+
+    stale = StudyFactory()
+    again = Study.objects.get(pk=stale.pk)  # claimed by a second worker before the first recorded anything
+    loaded = active_model_loaded()
+    services._studies_predict_claimed([stale], model_version_id=active_model.pk, loaded=loaded)
+    first = Study.objects.get(pk=stale.pk).rendition.name
+    services._studies_predict_claimed([again], model_version_id=active_model.pk, loaded=loaded)
+    assert Study.objects.get(pk=stale.pk).rendition.name == first
+    assert [p.relative_to(media_root).as_posix() for p in (media_root / "renditions").rglob("*.*")] == [first]
+
+
+@pytest.mark.django_db
+def test_erasing_a_study_loaded_before_its_rendition_was_recorded_removes_that_rendition(
+    active_model, media_root, django_capture_on_commit_callbacks
+):
+    from studies import services
+
+    study = StudyFactory()
+    loaded_before = Study.objects.get(pk=study.pk)  # as a request that waited on the batch's row lock
+    services.study_predict_many(study_ids=[study.pk], model_version_id=active_model.pk, loaded=active_model_loaded())
+    assert Study.objects.get(pk=study.pk).rendition
+    with django_capture_on_commit_callbacks(execute=True):
+        services.study_delete(study=loaded_before)
+    left = [
+        p for folder in ("studies", "renditions", "heatmaps") for p in (media_root / folder).rglob("*") if p.is_file()
+    ]
+    assert not left

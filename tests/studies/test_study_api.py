@@ -2,7 +2,7 @@
 
 import pytest
 
-from studies.models import Review
+from studies.models import Review, Study
 from tests.factories import PredictionFactory, ReviewFactory, StudyFactory, UserFactory, reviewer, uploader
 
 
@@ -152,3 +152,13 @@ def test_a_study_whose_files_are_gone_from_storage_answers_404_not_500(api_clien
     prediction.save(update_fields=["heatmap"])
     for path in ("image/?size=128", "heatmap/"):
         assert api_client.get(f"/api/studies/{study.pk}/{path}").status_code == 404, path
+
+
+@pytest.mark.django_db
+def test_a_study_whose_stored_image_no_longer_decodes_answers_404_with_why(api_client, media_root):
+    study = StudyFactory(status=Study.Status.FAILED, error="Cannot read the stored image")
+    (media_root / study.image.name).write_bytes(b"not an image any more")  # no rendition: cut from the original
+    api_client.force_authenticate(reviewer())
+    response = api_client.get(f"/api/studies/{study.pk}/image/?size=128")
+    assert response.status_code == 404
+    assert "cannot be shown" in response.json()["detail"]
