@@ -9,6 +9,8 @@ import threading
 from celery import Celery
 from celery.signals import task_prerun, worker_ready, worker_shutting_down
 
+import config.broker  # noqa: F401 - registers the cxrfs:// transport (make run's broker) in every process
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow: warnings and errors only
 

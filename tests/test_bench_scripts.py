@@ -111,3 +111,15 @@ def test_the_learning_loop_runs_from_the_starter_model_as_a_fresh_clone_would(tm
     assert "version A is the bundled starter model" in done.stdout
     starter = json.loads((ROOT / "models" / "starter" / "metadata.json").read_text())["name"]
     assert f"served model: {starter} ->" in done.stdout
+
+
+def test_the_broker_race_runs_and_this_projects_transport_loses_nothing():
+    done = subprocess.run(
+        [sys.executable, "bench/broker_race.py", "--messages", "300", "--transport", "cxrfs", "--busy", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "300 of 300 messages arrived, 0 lost" in done.stdout

@@ -211,9 +211,10 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 AXES_VERBOSE = False
 
-# Celery. Embedded default: the filesystem transport under var/broker, no server needed.
+# Celery. Embedded default: the filesystem transport under var/broker, no server needed; "cxrfs://" is
+# kombu's filesystem transport writing whole messages (config/broker.py: kombu's loses some).
 BROKER_DIR = Path(env("BROKER_DIR", default=str(VAR_DIR / "broker")))
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="cxrfs://")
 
 # --- Reliability and throughput of predictions (README "Throughput and reliability") ---------------
 # A study `processing` longer than the lease lost its worker: the requeue job sends it back to the
@@ -250,7 +251,7 @@ CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 # the default 4 s made a replacement process, started after a connection loss, be killed in a loop.
 CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("WORKER_PROC_ALIVE_TIMEOUT", default=120.0)
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
-if CELERY_BROKER_URL.startswith("filesystem"):
+if CELERY_BROKER_URL.startswith(("cxrfs", "filesystem")):
     for folder in ("queue", "processed", "control"):
         (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
