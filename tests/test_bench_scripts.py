@@ -13,15 +13,15 @@ from bench.shortcut_site import SITE, collimate, stamp, write_copy
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _bench(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """Run a benchmark script from the repository root; it must end well."""
+    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def test_inference_latency_runs_on_the_starter_model():
-    done = subprocess.run(
-        [sys.executable, "bench/inference_latency.py", "--repeat", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _bench("bench/inference_latency.py", "--repeat", "1", timeout=300)
     assert "per image, with heatmap" in done.stdout
     assert "throughput (one process, heatmaps on)" in done.stdout
 
@@ -101,25 +101,13 @@ def test_the_learning_loop_runs_from_the_starter_model_as_a_fresh_clone_would(tm
         rows.append(f"{path},{label},new-hospital,new:{i},PA,,")
     (data / "labels.csv").write_text("\n".join(rows) + "\n")
 
-    done = subprocess.run(
-        [sys.executable, "bench/learning_loop.py", "--start", "starter", "--data", str(data), "--site",
-         "new-hospital", "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _bench("bench/learning_loop.py", "--start", "starter", "--data", str(data), "--site", "new-hospital",
+                  "--workdir", str(tmp_path / "work"), timeout=600)  # fmt: skip
     assert "version A is the bundled starter model" in done.stdout
     starter = json.loads((ROOT / "models" / "starter" / "metadata.json").read_text())["name"]
     assert f"served model: {starter} ->" in done.stdout
 
 
 def test_the_broker_race_runs_and_this_projects_transport_loses_nothing():
-    done = subprocess.run(
-        [sys.executable, "bench/broker_race.py", "--messages", "300", "--transport", "cxrfs", "--busy", "0"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = _bench("bench/broker_race.py", "--messages", "300", "--transport", "cxrfs", "--busy", "0", timeout=120)
     assert "300 of 300 messages arrived, 0 lost" in done.stdout

@@ -115,9 +115,6 @@ def _upload_and_predict(api_client, name: str, data: bytes) -> Study:
 
 @pytest.mark.django_db
 def test_before_its_prediction_an_uploads_thumbnail_is_cut_from_the_original(api_client, uploader_user):
-    import io
-
-    from PIL import Image
 
     from tests.images import png_bytes
 
@@ -126,16 +123,21 @@ def test_before_its_prediction_an_uploads_thumbnail_is_cut_from_the_original(api
         URL, {"image": SimpleUploadedFile("x.png", png_bytes(size=300))}, format="multipart"
     ).json()["id"]
     assert not Study.objects.get(pk=study_id).rendition
-    response = api_client.get(f"{URL}{study_id}/image/?size=120")
+    assert _thumbnail_size(api_client, study_id, 120) == (120, 120)
+
+
+def _thumbnail_size(api_client, study_id: int, size: int) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    response = api_client.get(f"{URL}{study_id}/image/?size={size}")
     assert response.status_code == 200
-    assert Image.open(io.BytesIO(response.content)).size == (120, 120)
+    return Image.open(io.BytesIO(response.content)).size
 
 
 @pytest.mark.django_db
 def test_thumbnails_are_cut_from_the_stored_rendition_never_from_the_original(api_client, uploader_user, active_model):
-    import io
-
-    from PIL import Image
 
     from tests.images import png_bytes
 
@@ -144,9 +146,7 @@ def test_thumbnails_are_cut_from_the_stored_rendition_never_from_the_original(ap
     study_id = study.pk
     assert study.rendition.name.endswith(".jpg")  # only thumbnails are cut from a PNG's rendition
     Path(study.image.path).write_bytes(b"not decodable any more")  # a request that decoded it would fail
-    response = api_client.get(f"{URL}{study_id}/image/?size=120")
-    assert response.status_code == 200
-    assert Image.open(io.BytesIO(response.content)).size == (120, 120)
+    assert _thumbnail_size(api_client, study_id, 120) == (120, 120)
 
 
 @pytest.mark.django_db
