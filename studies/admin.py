@@ -243,6 +243,11 @@ class StudyAdmin(admin.ModelAdmin):
         deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         return deleted, counts, perms_needed - {Review._meta.verbose_name, Prediction._meta.verbose_name}, protected
 
+    def save_model(self, request: HttpRequest, obj: Study, form: forms.ModelForm, change: bool) -> None:
+        """Only what the form changed (view, notes): a full save would write back the status, its time and the
+        rendition read when the form was opened, over what a prediction batch recorded meanwhile."""
+        obj.save(update_fields=form.changed_data if change else None)
+
     def delete_model(self, request: HttpRequest, obj: Study) -> None:
         # The files go too, once the deletion is committed; a frozen snapshot keeps a withdrawn case.
         study_delete(study=obj, user=request.user, address=request_address(request))

@@ -287,8 +287,11 @@ def study_delete(*, study: Study, user: AbstractBaseUser | None = None, address:
         study_delete_check_allowed(study=study, user=user)
     # The row locked first (waiting, not skipping; SQLite's writers queue anyway): a prediction batch
     # holding it commits before the files are listed, its rendition and heatmaps included.
-    locked = Study.objects.select_for_update(of=("self",)).filter(pk=study.pk)
-    names = list(locked.values_list("image", "rendition").get())
+    locked = Study.objects.select_for_update(of=("self",)).filter(pk=study.pk).values_list("image", "rendition")
+    row = locked.first()
+    if row is None:  # erased meanwhile by another request: nothing left to do
+        return
+    names = list(row)
     names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
     access_record(user=user, action=AccessEvent.Action.DELETE, study=study, address=address)
     study.delete()
@@ -665,6 +668,15 @@ def _lockable(queryset):
     return queryset
 
 
+def _locked(queryset):
+    """Row locks, waiting for them: a batch records its claimed studies after a review or an erasure
+    holding one of them commits (skipping would report a study being read as missing, and leave it
+    processing until its lease ends). In primary-key order, as every batch takes them."""
+    if transaction.get_connection().features.has_select_for_update:
+        return queryset.select_for_update(of=("self",))
+    return queryset
+
+
 def study_predict_many(
     *, study_ids: Iterable[int], model_version_id: int, loaded: LoadedModel, more_waiting: int = 0
 ) -> dict[int, str]:
@@ -741,7 +753,9 @@ def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loa
             # A study erased while the batch ran is left out (its prediction would fail the whole batch's
             # insert); locked rows make an erasure wait for this commit, then take the new files too.
             locked = dict(
-                _lockable(Study.objects.filter(pk__in=[s.pk for s in claimed]).values_list("pk", "rendition"))
+                _locked(Study.objects.filter(pk__in=[s.pk for s in claimed]).order_by("pk")).values_list(
+                    "pk", "rendition"
+                )
             )
             existing = set(locked)
             outcomes.update((study.pk, "missing") for study in claimed if study.pk not in existing)
@@ -779,14 +793,14 @@ def _renditions_write(studies_grays: list[tuple[Study, np.ndarray]], written: di
     it is, for the caller to record or remove. Best effort: a study whose rendition cannot be stored is
     predicted all the same, and its pages cut their images from the original."""
     for study, gray in studies_grays:
-        data, suffix = rendition_encode(
-            gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=study.image.name.endswith(".dcm")
-        )
         try:
+            data, suffix = rendition_encode(
+                gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=study.image.name.endswith(".dcm")
+            )
             study.rendition.save(f"rendition.{suffix}", ContentFile(data), save=False)
             written[study.pk] = study.rendition.name
-        except OSError:
-            logger.warning("Study %s: its rendition could not be stored", study.pk, exc_info=True)
+        except Exception:  # a cache for browsers: never a reason to fail the batch's predictions
+            logger.warning("Study %s: its rendition could not be made or stored", study.pk, exc_info=True)
 
 
 def _renditions_record(written: dict[int, str], locked: dict[int, str]) -> list[str]:

@@ -206,3 +206,20 @@ def test_the_images_collectstatic_step_imports_the_production_settings_with_only
         cwd=root, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.django_db
+def test_editing_a_study_in_the_admin_writes_only_what_the_form_changed():
+    from django.contrib import admin
+
+    from studies.admin import StudyAdmin, StudyAdminForm
+
+    study = StudyFactory(status=Study.Status.PROCESSING)
+    opened = Study.objects.get(pk=study.pk)  # the form opened while its batch ran
+    Study.objects.filter(pk=study.pk).update(status=Study.Status.PREDICTED, rendition="renditions/r.jpg")
+    form = StudyAdminForm(data={"view": "PA", "notes": "checked by the lead"}, instance=opened)
+    assert form.is_valid(), form.errors
+    StudyAdmin(Study, admin.site).save_model(None, form.save(commit=False), form, change=True)
+    saved = Study.objects.get(pk=study.pk)
+    assert (saved.notes, saved.view) == ("checked by the lead", "PA")
+    assert saved.status == Study.Status.PREDICTED and saved.rendition.name == "renditions/r.jpg"

@@ -150,3 +150,14 @@ def test_exports_and_runs_read_only_a_snapshot_s_current_cases_after_an_erasure(
 
     assert [item.study_key for item in snapshot_items_current(snapshot)] == [kept.pk]
     assert snapshot.items.count() == 2  # the tombstone stays
+
+
+@pytest.mark.django_db
+def test_a_study_erased_twice_at_once_is_erased_once(django_capture_on_commit_callbacks):
+    study = StudyFactory()
+    first, second = Study.objects.get(pk=study.pk), Study.objects.get(pk=study.pk)  # two requests' objects
+    with django_capture_on_commit_callbacks(execute=True):
+        study_delete(study=first)
+        study_delete(study=second)  # the row is gone by then: nothing left to do, no error
+    assert not Study.objects.filter(pk=study.pk).exists()
+    assert AccessEvent.objects.filter(action=AccessEvent.Action.DELETE).count() == 1

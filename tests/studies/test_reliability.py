@@ -350,3 +350,20 @@ def test_erasing_a_study_loaded_before_its_rendition_was_recorded_removes_that_r
         p for folder in ("studies", "renditions", "heatmaps") for p in (media_root / folder).rglob("*") if p.is_file()
     ]
     assert not left
+
+
+@pytest.mark.django_db
+def test_a_rendition_that_cannot_be_made_does_not_fail_the_batch(active_model, monkeypatch):
+    from studies import services
+
+    study = StudyFactory()
+
+    def broken(*args, **kwargs):
+        raise ValueError("cannot encode")
+
+    monkeypatch.setattr(services, "rendition_encode", broken)
+    outcomes = services.study_predict_many(
+        study_ids=[study.pk], model_version_id=active_model.pk, loaded=active_model_loaded()
+    )
+    study.refresh_from_db()
+    assert outcomes == {study.pk: "done"} and study.status == Study.Status.PREDICTED and not study.rendition
