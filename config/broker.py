@@ -18,16 +18,18 @@ Used through the ``cxrfs://`` broker URL, which importing this module registers 
 """
 
 import contextlib
+import logging
 import os
 import uuid
 from queue import Empty
-from time import monotonic_ns
+from time import time_ns
 
 from kombu.exceptions import ChannelError
 from kombu.transport import TRANSPORT_ALIASES, filesystem
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
 
+logger = logging.getLogger(__name__)
 SCHEME = "cxrfs"
 PARTIAL_SUFFIX = ".part"  # "<ms>_<uuid>.<queue>.msg.part" never matches "<queue>.msg"
 
@@ -35,8 +37,8 @@ PARTIAL_SUFFIX = ".part"  # "<ms>_<uuid>.<queue>.msg.part" never matches "<queue
 class Channel(filesystem.Channel):
     def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
         """Write the message under a partial name, then rename it into the queue."""
-        # Zero-padded nanoseconds of the system's monotonic clock: names sort in the order they were sent.
-        name = os.path.join(self.data_folder_out, f"{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg")
+        # Zero-padded nanoseconds of the clock: names sort in the order they were sent, across restarts too.
+        name = os.path.join(self.data_folder_out, f"{time_ns():020d}_{uuid.uuid4()}.{queue}.msg")
         try:
             with open(name + PARTIAL_SUFFIX, "wb") as handle:
                 handle.write(str_to_bytes(dumps(payload)))
@@ -47,28 +49,44 @@ class Channel(filesystem.Channel):
             raise ChannelError(f"Cannot add file {name!r} to directory") from exc
 
     def _get(self, queue: str) -> dict:
-        """The oldest whole message of ``queue``, moved aside (a rename: one consumer wins) and read."""
+        """The oldest whole message of ``queue``, moved aside (a rename: one consumer wins) and read. A file
+        that cannot be taken or read is logged and left (Celery would stop the worker on an error here)."""
         wanted = f"{queue}.msg"
         for filename in sorted(os.listdir(self.data_folder_in)):
             if filename.partition(".")[2] != wanted:
                 continue
             source, taken = os.path.join(self.data_folder_in, filename), os.path.join(self.processed_folder, filename)
-            try:
-                os.rename(source, taken)
-            except OSError as exc:
-                if isinstance(exc, FileNotFoundError) and not os.path.exists(source):
-                    continue  # another consumer took it
-                # Never silently (a missing processed folder, another filesystem): the worker says so.
-                raise ChannelError(f"Cannot take {filename!r} into {self.processed_folder!r}: {exc}") from exc
+            if not self._take(source, taken):
+                continue
             try:
                 with open(taken, "rb") as handle:
-                    payload = handle.read()
-                if not self.store_processed:
+                    payload = loads(bytes_to_str(handle.read()))
+            except (OSError, ValueError):  # unreadable, or not a message (a file from elsewhere): kept there
+                logger.warning("Broker: %s is not a readable message; it stays in %s", filename, taken, exc_info=True)
+                continue
+            if not self.store_processed:
+                with contextlib.suppress(OSError):  # the message is read: it is delivered even if this fails
                     os.remove(taken)
-            except OSError as exc:
-                raise ChannelError(f"Cannot read file {taken!r} from queue.") from exc
-            return loads(bytes_to_str(payload))
+            return payload
         raise Empty()
+
+    def _take(self, source: str, taken: str) -> bool:
+        """Move a message file aside; False when another consumer took it first or it cannot be moved."""
+        for attempt in range(2):
+            try:
+                os.rename(source, taken)
+                return True
+            except FileNotFoundError:
+                if not os.path.exists(source):
+                    return False  # another consumer took it
+                if attempt == 0:  # the processed folder is gone (a clean-up): made again, and tried once more
+                    os.makedirs(self.processed_folder, exist_ok=True)
+                    continue
+                logger.warning("Broker: cannot move %s into %s", source, taken, exc_info=True)
+            except OSError:
+                logger.warning("Broker: cannot move %s into %s", source, taken, exc_info=True)
+            return False
+        return False
 
 
 class Transport(filesystem.Transport):

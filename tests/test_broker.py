@@ -65,14 +65,31 @@ def test_messages_come_out_oldest_first_and_only_from_their_queue(channel):
     assert channel._get("training") == {"n": "t"}
 
 
-def test_a_consumer_that_cannot_take_messages_says_so(channel):
-    from kombu.exceptions import ChannelError
-
+def test_a_removed_processed_folder_is_made_again(channel):
     channel, folders = channel
     channel._put("inference", {"n": 1})
     folders["processed"].rmdir()
-    with pytest.raises(ChannelError, match="Cannot take"):
-        channel._get("inference")
+    assert channel._get("inference") == {"n": 1}
+
+
+def test_a_file_that_is_not_a_message_is_set_aside_and_the_queue_goes_on(channel, caplog):
+    channel, folders = channel
+    (folders["queue"] / f"{0:020d}_x.inference.msg").write_bytes(b"")  # older than any message, and empty
+    channel._put("inference", {"n": 2})
+    assert channel._get("inference") == {"n": 2}  # the worker is not stopped by it
+    assert [p.name for p in folders["processed"].iterdir()] == [f"{0:020d}_x.inference.msg"]
+    assert "is not a readable message" in caplog.text
+
+
+def test_a_message_read_is_delivered_even_if_its_file_cannot_be_removed(channel, monkeypatch):
+    channel, _ = channel
+    channel._put("inference", {"n": 3})
+
+    def cannot_remove(path: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(broker.os, "remove", cannot_remove)
+    assert channel._get("inference") == {"n": 3}
 
 
 def test_a_message_that_cannot_be_written_leaves_no_partial_file(channel, monkeypatch):
