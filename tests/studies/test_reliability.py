@@ -17,6 +17,15 @@ from tests.factories import StudyFactory, uploader
 from tests.images import png_bytes
 
 
+def _raising(error: Exception):
+    """A stand-in for a function that fails with ``error`` whatever it is given."""
+
+    def fail(*args, **kwargs):
+        raise error
+
+    return fail
+
+
 def _age(study: Study, *, seconds: int, **fields) -> None:
     Study.objects.filter(pk=study.pk).update(
         status_changed_at=timezone.now() - timezone.timedelta(seconds=seconds), **fields
@@ -225,11 +234,8 @@ def test_a_database_lost_mid_batch_gives_the_studies_back_to_the_queue_for_the_r
     import studies.services as services
 
     study = StudyFactory()
-
-    def database_gone(*args, **kwargs):
-        raise OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr(services, "predict_batch", database_gone)
+    gone = OperationalError("server closed the connection unexpectedly")
+    monkeypatch.setattr(services, "predict_batch", _raising(gone))
     with pytest.raises((OperationalError, Retry)):  # autoretry: the task is sent again
         study_predict_task.apply(args=[study.id], throw=True)
     study.refresh_from_db()
@@ -289,10 +295,8 @@ def test_a_batch_that_cannot_be_recorded_leaves_no_rendition_or_heatmap_behind(a
 
     studies = [StudyFactory(), StudyFactory()]
 
-    def update_fails(*args, **kwargs):  # after the renditions' files are written
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(Study.objects, "bulk_update", update_fails)
+    # After the renditions' files are written.
+    monkeypatch.setattr(Study.objects, "bulk_update", _raising(RuntimeError("disk full")))
     outcomes = services.study_predict_many(
         study_ids=[s.pk for s in studies], model_version_id=active_model.pk, loaded=active_model_loaded()
     )
@@ -357,11 +361,7 @@ def test_a_rendition_that_cannot_be_made_does_not_fail_the_batch(active_model, m
     from studies import services
 
     study = StudyFactory()
-
-    def broken(*args, **kwargs):
-        raise ValueError("cannot encode")
-
-    monkeypatch.setattr(services, "rendition_encode", broken)
+    monkeypatch.setattr(services, "rendition_encode", _raising(ValueError("cannot encode")))
     outcomes = services.study_predict_many(
         study_ids=[study.pk], model_version_id=active_model.pk, loaded=active_model_loaded()
     )
