@@ -18,6 +18,7 @@ Used through the ``cxrfs://`` broker URL, which importing this module registers 
 """
 
 import contextlib
+import functools
 import logging
 import os
 import uuid
@@ -82,11 +83,17 @@ class Channel(filesystem.Channel):
                 if attempt == 0:  # the processed folder is gone (a clean-up): made again, and tried once more
                     os.makedirs(self.processed_folder, exist_ok=True)
                     continue
-                logger.warning("Broker: cannot move %s into %s", source, taken, exc_info=True)
+                _warn_once(source, taken)
             except OSError:
-                logger.warning("Broker: cannot move %s into %s", source, taken, exc_info=True)
+                _warn_once(source, taken)
             return False
         return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _warn_once(source: str, taken: str) -> None:
+    """A file that cannot be moved is looked at on every poll (50 times a second): said once, not each time."""
+    logger.warning("Broker: cannot move %s into %s", source, taken, exc_info=True)
 
 
 class Transport(filesystem.Transport):

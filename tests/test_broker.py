@@ -104,3 +104,19 @@ def test_a_message_that_cannot_be_written_leaves_no_partial_file(channel, monkey
     with pytest.raises(ChannelError):
         channel._put("inference", {"n": 1})
     assert not list(folders["queue"].iterdir())
+
+
+def test_a_file_that_cannot_be_moved_is_left_and_said_once(channel, monkeypatch, caplog):
+    channel, _ = channel
+    channel._put("inference", {"n": 4})
+
+    def denied(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(broker.os, "rename", denied)
+    for _ in range(3):
+        with pytest.raises(Empty):
+            channel._get("inference")
+    assert caplog.text.count("cannot move") == 1
+    monkeypatch.undo()
+    assert channel._get("inference") == {"n": 4}  # taken once it can be
