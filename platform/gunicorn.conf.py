@@ -25,7 +25,7 @@ def _default_workers() -> int:
 
 
 bind = f"0.0.0.0:{_env_int('PORT', 8000)}"
-# WEB_CONCURRENCY unset, empty or 0: automatic.
+# WEB_CONCURRENCY unset or 0: automatic (empty: gunicorn itself refuses it, before reading this file).
 workers = _env_int("WEB_CONCURRENCY", 0) or _default_workers()
 # GUNICORN_THREADS > 1: threaded workers (gthread), which overlap database waits within a worker
 # (slower here: the GIL serializes the Python that is most of a request).

@@ -17,10 +17,13 @@ STOP_TIMEOUT=${STOP_TIMEOUT:-30}             # seconds a process gets to stop be
 CONCURRENCY=${WORKER_CONCURRENCY:-$(nproc 2>/dev/null || echo 2)}
 ((CONCURRENCY < 2)) && CONCURRENCY=2
 WORKER_NAME="embedded@$(hostname)"
-# Four web workers here, not gunicorn.conf.py's one per core: on SQLite and the filesystem broker an
-# upload waits on the database lock and on files, and bench/throughput.py --mode embedded (200
-# uploads by 4 clients, 2 cores) predicted 53.2 images/s with 4 workers against 48.4 with 2.
-export WEB_CONCURRENCY=${WEB_CONCURRENCY:-4}
+# Web workers: gunicorn.conf.py's one per core (WEB_CONCURRENCY overrides). Four were kept here while an
+# upload waited on SQLite and on files; since the upload writes one file, 2 workers on 2 cores do
+# better: bench/throughput.py --mode embedded (200 uploads by 4 clients), two interleaved pairs of
+# runs: 113.0 and 115.1 images/s with 2 (7.0-7.1 ms of web CPU per upload) against 98.8 and 96.9 with 4;
+# three more runs with 2: 102.4, 96.5 and 101.6.
+# An empty value would stop gunicorn itself (it reads the variable as a number before its config file).
+[[ -z "${WEB_CONCURRENCY:-}" ]] && unset WEB_CONCURRENCY
 
 worker_pid="" beat_pid="" web_pid=""
 log() { echo "run-embedded: $*" >&2; }
