@@ -19,12 +19,13 @@ import multiprocessing
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import bench_folder  # noqa: E402
 
 
 def _connection(transport: str, folder: Path, keep: bool):
@@ -76,9 +77,7 @@ def burn(stop: "multiprocessing.Event") -> None:
 
 
 def race(transport: str, messages: int, interval: float, keep: bool, busy: int) -> tuple[int, int, float]:
-    parent = ROOT / "var" / "bench"
-    parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix="broker-race-", dir=parent))
+    folder = bench_folder("broker-race-")
     try:
         for name in ("queue", "processed"):
             (folder / name).mkdir()

@@ -36,6 +36,12 @@ PRODUCTION_ROLES = ("web", "worker-inference", "worker-training", "beat")
 WORKDIR_PARENT = Path(os.environ.get("BENCH_WORKDIR_PARENT", ROOT / "var" / "bench"))
 
 
+def bench_folder(prefix: str) -> Path:
+    """A new, empty folder under WORKDIR_PARENT for one benchmark run."""
+    WORKDIR_PARENT.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=WORKDIR_PARENT))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,9 +99,7 @@ class Platform:
         assert mode in {"embedded", "production"}
         self.mode = mode
         self.model = model or STARTER
-        if workdir is None:
-            WORKDIR_PARENT.mkdir(parents=True, exist_ok=True)
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"cxr-{mode}-", dir=WORKDIR_PARENT))
+        self.workdir = Path(workdir or bench_folder(f"cxr-{mode}-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.processes: dict[str, subprocess.Popen] = {}

@@ -120,8 +120,9 @@ def platform_run(mode: str, paths: list[Path], *, model: Path, clients: int, idl
             study = f"/api/studies/{body['id']}/"
             wait_until(lambda s=study: settled(platform.get(s)), timeout=60, interval=0.02, what=f"{study} predicted")
             latencies.append(time.perf_counter() - t0)
-            if b'"status":"failed"' in platform.get(study):
-                idle_failed.append(json.loads(platform.get(study)).get("error", ""))
+            detail = json.loads(platform.get(study))
+            if detail["status"] == "failed":
+                idle_failed.append(detail.get("error", ""))
         result = {
             "images_per_s": len(paths) / elapsed,
             "uploads_per_s": len(paths) / uploaded_in,

@@ -32,7 +32,7 @@ from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger(__name__)
 SCHEME = "cxrfs"
-PARTIAL_SUFFIX = ".part"  # "<ms>_<uuid>.<queue>.msg.part" never matches "<queue>.msg"
+PARTIAL_SUFFIX = ".part"  # "<ns>_<uuid>.<queue>.msg.part" never matches "<queue>.msg"
 
 
 class Channel(filesystem.Channel):
@@ -73,27 +73,27 @@ class Channel(filesystem.Channel):
 
     def _take(self, source: str, taken: str) -> bool:
         """Move a message file aside; False when another consumer took it first or it cannot be moved."""
-        for attempt in range(2):
+        error = ""
+        for _ in range(2):  # a second time after making a removed processed folder again
             try:
                 os.rename(source, taken)
                 return True
-            except FileNotFoundError:
+            except FileNotFoundError as exc:
                 if not os.path.exists(source):
                     return False  # another consumer took it
-                if attempt == 0:  # the processed folder is gone (a clean-up): made again, and tried once more
-                    os.makedirs(self.processed_folder, exist_ok=True)
-                    continue
-                _warn_once(source, taken)
-            except OSError:
-                _warn_once(source, taken)
-            return False
+                error = str(exc)
+                os.makedirs(self.processed_folder, exist_ok=True)
+            except OSError as exc:
+                error = str(exc)
+                break
+        _warn_once(source, taken, error)
         return False
 
 
 @functools.lru_cache(maxsize=1024)
-def _warn_once(source: str, taken: str) -> None:
+def _warn_once(source: str, taken: str, error: str) -> None:
     """A file that cannot be moved is looked at on every poll (50 times a second): said once, not each time."""
-    logger.warning("Broker: cannot move %s into %s", source, taken, exc_info=True)
+    logger.warning("Broker: cannot move %s into %s: %s", source, taken, error)
 
 
 class Transport(filesystem.Transport):

@@ -105,11 +105,7 @@ def image_check(*, file: IO[bytes], source: str = "", patient_ref: str = "", ren
             clean = image_clean(data, image)
     except ImageDecodeError as exc:
         raise ValidationError({"image": str(exc)}) from exc
-    rendition_data, rendition_suffix = (
-        rendition_encode(gray_check(gray), max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=dicom)
-        if rendition
-        else (b"", "")
-    )
+    rendition_data, rendition_suffix = _rendition(gray_check(gray), dicom=dicom) if rendition else (b"", "")
     return CheckedImage(
         data=clean.data,
         sha256=hashlib.sha256(clean.data).hexdigest(),
@@ -291,8 +287,7 @@ def study_delete(*, study: Study, user: AbstractBaseUser | None = None, address:
     row = locked.first()
     if row is None:  # erased meanwhile by another request: nothing left to do
         return
-    names = list(row)
-    names += [name for name in study.predictions.values_list("heatmap", flat=True) if name]
+    names = [*row, *(name for name in study.predictions.values_list("heatmap", flat=True) if name)]
     access_record(user=user, action=AccessEvent.Action.DELETE, study=study, address=address)
     study.delete()
     transaction.on_commit(partial(_files_delete, *names))
@@ -660,20 +655,14 @@ def studies_claim_for_prediction(
     return list(Study.objects.filter(pk__in=claimed).order_by("pk"))
 
 
-def _lockable(queryset):
+def _lockable(queryset, *, skip_locked: bool = True):
     """Row locks where the database has them (PostgreSQL: two workers never claim the same study);
-    SQLite's IMMEDIATE transactions already serialise writers."""
-    if transaction.get_connection().features.has_select_for_update_skip_locked:
-        return queryset.select_for_update(skip_locked=True, of=("self",))
-    return queryset
-
-
-def _locked(queryset):
-    """Row locks, waiting for them: a batch records its claimed studies after a review or an erasure
-    holding one of them commits (skipping would report a study being read as missing, and leave it
-    processing until its lease ends). In primary-key order, as every batch takes them."""
-    if transaction.get_connection().features.has_select_for_update:
-        return queryset.select_for_update(of=("self",))
+    SQLite's IMMEDIATE transactions already serialise writers. ``skip_locked=False`` waits for them: a
+    batch records its claimed studies after a review or an erasure holding one of them commits (skipping
+    would report a study being read as missing, and leave it processing until its lease ends)."""
+    features = transaction.get_connection().features
+    if features.has_select_for_update_skip_locked if skip_locked else features.has_select_for_update:
+        return queryset.select_for_update(skip_locked=skip_locked, of=("self",))
     return queryset
 
 
@@ -752,11 +741,8 @@ def _studies_predict_claimed(claimed: list[Study], *, model_version_id: int, loa
         with transaction.atomic():
             # A study erased while the batch ran is left out (its prediction would fail the whole batch's
             # insert); locked rows make an erasure wait for this commit, then take the new files too.
-            locked = dict(
-                _locked(Study.objects.filter(pk__in=[s.pk for s in claimed]).order_by("pk")).values_list(
-                    "pk", "rendition"
-                )
-            )
+            claimed_rows = Study.objects.filter(pk__in=[s.pk for s in claimed]).order_by("pk")  # as every batch locks
+            locked = dict(_lockable(claimed_rows, skip_locked=False).values_list("pk", "rendition"))
             existing = set(locked)
             outcomes.update((study.pk, "missing") for study in claimed if study.pk not in existing)
             for study, error in zip(claimed, decoded, strict=True):
@@ -794,22 +780,24 @@ def _renditions_write(studies_grays: list[tuple[Study, np.ndarray]], written: di
     predicted all the same, and its pages cut their images from the original."""
     for study, gray in studies_grays:
         try:
-            data, suffix = rendition_encode(
-                gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=study.image.name.endswith(".dcm")
-            )
+            data, suffix = _rendition(gray, dicom=study.image.name.endswith(".dcm"))
             study.rendition.save(f"rendition.{suffix}", ContentFile(data), save=False)
             written[study.pk] = study.rendition.name
         except Exception:  # a cache for browsers: never a reason to fail the batch's predictions
             logger.warning("Study %s: its rendition could not be made or stored", study.pk, exc_info=True)
 
 
+def _rendition(gray: np.ndarray, *, dicom: bool) -> tuple[bytes, str]:
+    """A stretched image's browser rendition and its suffix: a DICOM's lossless (browsers are shown it)."""
+    return rendition_encode(gray, max_side=settings.IMAGE_PREVIEW_MAX_SIDE, lossless=dicom)
+
+
 def _renditions_record(written: dict[int, str], locked: dict[int, str]) -> list[str]:
     """Record the renditions written for the studies still without one, read under their row lock (another
     delivery of the same study may have recorded its own meanwhile); the names left unused."""
-    recorded = [Study(pk=pk, rendition=name) for pk, name in written.items() if pk in locked and not locked[pk]]
-    Study.objects.bulk_update(recorded, ["rendition"])
-    kept = {study.rendition.name for study in recorded}
-    return [name for name in written.values() if name not in kept]
+    fresh = {pk: name for pk, name in written.items() if pk in locked and not locked[pk]}
+    Study.objects.bulk_update([Study(pk=pk, rendition=name) for pk, name in fresh.items()], ["rendition"])
+    return [name for pk, name in written.items() if pk not in fresh]
 
 
 def _outcome_unclaimed(study_id: int, model_version_id: int) -> str:
